@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import os
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -24,6 +25,9 @@ _STREAM_SPLIT = 0
 _STREAM_TRAIN_LIMIT = 1
 _STREAM_TEST_LIMIT = 2
 _STREAM_ORDER = 3
+
+# Number of image files decoded per tf.data batch when loading a folder.
+_DECODE_BATCH_SIZE = 512
 
 
 class DataError(ValueError):
@@ -48,24 +52,33 @@ class ImageDataset:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    class_names: list
+    class_names: list[str]
 
     def __post_init__(self):
+        """Validate the arrays and convert integer labels to int32."""
         for split in ("train", "test"):
-            images = getattr(self, f"x_{split}")
-            labels = getattr(self, f"y_{split}")
+            images = np.asarray(getattr(self, f"x_{split}"))
+            labels = np.asarray(getattr(self, f"y_{split}"))
             if images.dtype != np.uint8 or images.ndim != 4:
                 raise DataError(
                     f"x_{split} of dataset {self.name!r} must be a uint8 array "
                     f"of shape (N, H, W, C). Received: dtype={images.dtype}, "
                     f"shape={images.shape}"
                 )
-            if labels.dtype != np.int32 or labels.shape != (len(images),):
+            if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (len(images),):
                 raise DataError(
-                    f"y_{split} of dataset {self.name!r} must be an int32 array "
+                    f"y_{split} of dataset {self.name!r} must be an integer array "
                     f"of shape ({len(images)},). Received: dtype={labels.dtype}, "
                     f"shape={labels.shape}"
                 )
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+                raise DataError(
+                    f"y_{split} of dataset {self.name!r} must contain labels in "
+                    f"0..{len(self.class_names) - 1}, one per class name. Received "
+                    f"labels in {labels.min()}..{labels.max()}"
+                )
+            setattr(self, f"x_{split}", images)
+            setattr(self, f"y_{split}", labels.astype(np.int32, copy=False))
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise DataError(
                 f"Train and test images of dataset {self.name!r} differ in shape: "
@@ -303,15 +316,58 @@ def _read_and_decode(path):
     return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
 
-def _raise_for_undecodable(paths, start):
-    """Decode `paths[start:]` one at a time and raise for the first bad file."""
-    for path in paths[start:]:
+def _decoded_images(paths):
+    """Return a dataset of decoded images in the order of `paths`."""
+    return tf.data.Dataset.from_tensor_slices(paths).map(
+        _read_and_decode, num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def _size_error(root, first_path, first_shape, path, shape):
+    return DataError(
+        f"Images in {root} differ in size: {first_path} is "
+        f"{first_shape[1]}x{first_shape[0]} but {path} is {shape[1]}x{shape[0]} "
+        "(width x height). Only folders whose images all have one size are "
+        "supported. Resize the images in the folder to one size first."
+    )
+
+
+def _op_error_reason(error):
+    """Return a TensorFlow op error message without its node and op names."""
+    reason = re.sub(r"\{\{.*?\}\}\s*", "", error.message)
+    reason = re.sub(r"\s*\[Op:.*$", "", reason, flags=re.DOTALL)
+    return reason.strip().rstrip(".")
+
+
+def _raise_for_bad_image(paths, start, root):
+    """Raise a DataError for the first bad file in `paths[start:]`.
+
+    A file is bad if it fails to decode or differs in size from `paths[0]`.
+    Returns without raising if no file is bad.
+    """
+    reference_shape = None
+    if start > 0:
+        reference_shape = _read_and_decode(paths[0]).shape
+    index = start
+    try:
+        for image in _decoded_images(paths[start:]).as_numpy_iterator():
+            if reference_shape is None:
+                reference_shape = image.shape
+            if image.shape != reference_shape:
+                raise _size_error(root, paths[0], reference_shape, paths[index], image.shape)
+            index += 1
+    except tf.errors.OpError:
+        pass
+
+    # The map keeps file order, so the file that failed is normally
+    # paths[index]. Decoding each file eagerly confirms which one it is.
+    for path in paths[index:]:
         try:
             _read_and_decode(path)
         except tf.errors.OpError as error:
             raise DataError(
-                f"Failed to decode image file {path}: {error.message}. Delete or "
-                "replace this file."
+                f"Failed to decode image file {path}: {_op_error_reason(error)}. "
+                "Delete or replace this file."
             ) from error
 
 
@@ -321,30 +377,24 @@ def _decode_images(paths, root):
     Raises:
         DataError: If a file fails to decode or the images differ in size.
     """
-    decoded = tf.data.Dataset.from_tensor_slices(paths).map(
-        _read_and_decode, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    images = []
+    # Batching inside tf.data is about 5x faster than collecting single images
+    # (2.1 s against 10.6 s for the 50,000 CIFAR-10 training JPEGs, measured
+    # once on 2 shared CPU cores). A failed batch, from a bad file or from sizes that differ within
+    # the batch, is then diagnosed one image at a time.
+    batches = []
+    decoded_count = 0
     try:
-        for image in decoded.as_numpy_iterator():
-            images.append(image)
+        for batch in _decoded_images(paths).batch(_DECODE_BATCH_SIZE).as_numpy_iterator():
+            if batches and batch.shape[1:] != batches[0].shape[1:]:
+                raise _size_error(
+                    root, paths[0], batches[0].shape[1:], paths[decoded_count], batch.shape[1:]
+                )
+            batches.append(batch)
+            decoded_count += len(batch)
     except tf.errors.OpError:
-        # The map keeps file order, so the failing file is at or after the
-        # first image that did not arrive.
-        _raise_for_undecodable(paths, len(images))
+        _raise_for_bad_image(paths, decoded_count, root)
         raise
-
-    first_shape = images[0].shape
-    for path, image in zip(paths, images):
-        if image.shape != first_shape:
-            raise DataError(
-                f"Images in {root} differ in size: {paths[0]} is "
-                f"{first_shape[1]}x{first_shape[0]} but {path} is "
-                f"{image.shape[1]}x{image.shape[0]} (width x height). Only folders "
-                "whose images all have one size are supported. Resize the images "
-                "in the folder to one size first."
-            )
-    return np.stack(images)
+    return np.concatenate(batches)
 
 
 def _check_directory(path):
@@ -363,10 +413,11 @@ def _check_directory(path):
 def load_image_folder(path, limit=None, test_limit=None, seed=0, test_fraction=0.2):
     """Load a folder of images with one subfolder per class.
 
-    Two layouts are read. If `path/train` and `path/test` exist, each holds one
-    subfolder per class and gives that split. Otherwise `path` itself holds the
-    class subfolders and a seeded stratified split puts `test_fraction` of each
-    class in the test split. Class names are the sorted subfolder names.
+    Two layouts are read. If `path/train` and `path/test` exist, each contains
+    one subfolder per class and gives that split. Otherwise `path` itself
+    contains the class subfolders, and a seeded stratified split puts
+    `test_fraction` of each class in the test split. Class names are the
+    sorted subfolder names.
     Files ending in .jpg, .jpeg, .png, .bmp or .gif are decoded to RGB, hidden
     files are skipped, and all images must have the same size.
 
@@ -404,7 +455,10 @@ def load_image_folder(path, limit=None, test_limit=None, seed=0, test_fraction=0
     train_root = root / "train"
     test_root = root / "test"
     if train_root.is_dir() != test_root.is_dir():
-        present, missing = (train_root, test_root) if train_root.is_dir() else (test_root, train_root)
+        if train_root.is_dir():
+            present, missing = train_root, test_root
+        else:
+            present, missing = test_root, train_root
         raise DataError(
             f"Found {present} but not {missing}. Create {missing} with the same "
             f"class subfolders, or put the class subfolders directly in {root} to "
@@ -589,7 +643,7 @@ def load_npz(path, limit=None, test_limit=None, seed=0, test_fraction=0.2):
 
     `path` is either a directory containing `train.npz` and `test.npz`, or a
     single .npz file that is split into train and test parts. Each archive
-    holds an array `x` of images, shape `(N, H, W)` or `(N, H, W, C)`, uint8
+    contains an array `x` of images, shape `(N, H, W)` or `(N, H, W, C)`, uint8
     or numbers in 0..255, and an array `y` of integer labels, shape `(N,)` or
     `(N, 1)`. A `labels.txt` beside the archives, one name per line in label
     order, gives the class names. The number of classes is the largest label
@@ -682,9 +736,9 @@ def _tfds_split_to_numpy(split, name, split_name):
             label_batches.append(labels)
     except tf.errors.InvalidArgumentError as error:
         raise DataError(
-            f"Failed to stack the {split_name} images of TFDS dataset {name!r}; "
-            f"their sizes probably differ ({error.message}). Only datasets whose "
-            "images all have one size are supported."
+            f"Failed to stack the {split_name} images of TFDS dataset {name!r}, "
+            f"probably because their sizes differ ({error.message}). Only datasets "
+            "whose images all have one size are supported."
         ) from error
     if not image_batches:
         raise DataError(f"The {split_name} split of TFDS dataset {name!r} is empty.")
@@ -773,9 +827,9 @@ def load_tfds(name, data_dir=None, download=True, limit=None, test_limit=None, s
         raise DataError(
             f"Could not load TFDS dataset {name!r}: it could not be downloaded or "
             f"found in {location}. On a machine with internet access, run "
-            f"`tfds build {name}` (or load it once online), copy the data folder "
-            "here and pass it with --data-dir. Or pass --data DIR with image "
-            "folders or .npz files. "
+            f"`tfds build {name}` (or load it once online), copy that TFDS data "
+            "folder to this machine and pass it with --data-dir. Or pass "
+            "--data DIR with image folders or .npz files. "
             f"TFDS error: {type(error).__name__}: {error}"
         ) from error
 
@@ -920,7 +974,8 @@ def _check_pipeline_inputs(x, y, num_classes, crop_padding, one_hot):
         raise DataError("Invalid `x`: the array contains no images.")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"Invalid `y`: expected integer labels. Received: dtype={y.dtype}")
-    if isinstance(crop_padding, bool) or not isinstance(crop_padding, (int, np.integer)) or crop_padding < 0:
+    is_integer = isinstance(crop_padding, (int, np.integer)) and not isinstance(crop_padding, bool)
+    if not is_integer or crop_padding < 0:
         raise DataError(
             "Invalid `crop_padding`: expected an integer >= 0. "
             f"Received: crop_padding={crop_padding!r}"
@@ -953,8 +1008,9 @@ def make_pipeline(
     In training mode the images are shuffled (a full-size buffer, reshuffled
     each epoch), randomly cropped at their native size after zero padding of
     `crop_padding` pixels per side, and flipped left-right at random if `flip`
-    is set. All random choices derive from `seed`, so two pipelines built
-    with the same seed yield the same batches, while each epoch differs.
+    is set. All random choices derive from `seed` and the global TensorFlow
+    seed, so two pipelines built with the same seeds yield the same batches,
+    while each epoch differs.
     In both modes the images are scaled to [0, 1] and, if their size differs
     from `image_size`, resized bilinearly to `image_size` x `image_size`.
 
@@ -967,7 +1023,7 @@ def make_pipeline(
         training: Whether to shuffle and augment.
         num_classes: Number of classes, required when `one_hot` is set and
             used to check the labels. Defaults to `None`.
-        crop_padding: Zero padding per side before a random crop, in pixels;
+        crop_padding: Zero padding per side before a random crop, in pixels.
             `0` turns cropping off. Used only in training. Defaults to `0`.
         flip: Whether to flip images left-right at random in training.
             Defaults to `False`.

@@ -1,0 +1,230 @@
+"""The keras-shiftadd command."""
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+# Keep TensorFlow's C++ start-up chatter out of the terminal unless the user
+# asked for it; Python-side warnings still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+logger = logging.getLogger("keras_shiftadd")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _multiple(text):
+    value = float(text)
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text}")
+    return value
+
+
+def _non_negative(text):
+    value = float(text)
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_train_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train",
+        help="train a target network with ShiftAddAug and export it",
+        description=(
+            "Train a multiplication-free target network inside a wider "
+            "multiplicative network, evaluate it on the test split and write "
+            "target.keras, history.csv and metrics.json. Without --data or "
+            "--dataset it uses scikit-learn's bundled 8x8 digits, which need "
+            "no download."
+        ),
+    )
+    source = parser.add_argument_group("data")
+    source.add_argument(
+        "--data", metavar="PATH",
+        help="image folder (one subfolder per class, optionally under train/ "
+             "and test/), a folder with train.npz and test.npz, or one .npz "
+             "file with arrays x and y",
+    )
+    source.add_argument(
+        "--dataset", metavar="NAME",
+        help="'digits' (the default) or a TensorFlow Datasets name such as "
+             "cifar10",
+    )
+    source.add_argument("--data-dir", metavar="DIR",
+                        help="TensorFlow Datasets data directory")
+    source.add_argument("--limit", type=_positive_int, metavar="N",
+                        help="use a random subset of N training images")
+    source.add_argument("--test-limit", type=_positive_int, metavar="N",
+                        help="use a random subset of N test images")
+    source.add_argument("--image-size", type=_positive_int, default=32,
+                        metavar="PIXELS",
+                        help="side of the square network input in pixels "
+                             "(default: 32)")
+
+    net = parser.add_argument_group("model")
+    net.add_argument("--model", default="small-cnn",
+                     choices=["small-cnn", "mobilenetv2-w0.35"],
+                     help="backbone (default: small-cnn)")
+    net.add_argument("--op", default="shift", choices=["shift", "add", "mult"],
+                     help="operator of the target network (default: shift)")
+    net.add_argument("--augmentation", action=argparse.BooleanOptionalAction,
+                     default=True,
+                     help="train inside the augmented network (default: on)")
+    net.add_argument("--width-mult", type=_multiple, default=2.0,
+                     help="width multiple of the augmented network "
+                          "(default: 2.0)")
+    net.add_argument("--expand-mult", type=_multiple, default=2.0,
+                     help="extra multiple of inverted-residual expansions "
+                          "(default: 2.0)")
+    net.add_argument("--alpha", type=_non_negative, default=1.0,
+                     help="weight of the augmented loss (default: 1.0)")
+    net.add_argument("--compare", action="store_true",
+                     help="also train the same op without augmentation, same "
+                          "seed and budget, and print both rows")
+
+    fit = parser.add_argument_group("training")
+    fit.add_argument("--epochs", type=_positive_int, default=10,
+                     help="training epochs (default: 10)")
+    fit.add_argument("--batch-size", type=_positive_int, default=64,
+                     help="images per batch (default: 64)")
+    fit.add_argument("--lr", type=float, default=0.05,
+                     help="initial learning rate of the cosine schedule "
+                          "(default: 0.05)")
+    fit.add_argument("--weight-decay", type=_non_negative, default=4e-5,
+                     help="decoupled weight decay (default: 4e-5)")
+    fit.add_argument("--seed", type=int, default=0,
+                     help="random seed for data split, augmentation and "
+                          "initialization (default: 0)")
+    fit.add_argument("--output", default="runs/train", metavar="DIR",
+                     help="output directory; must not exist or be empty "
+                          "unless --overwrite (default: runs/train)")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="replace an existing output directory")
+    fit.add_argument("--quiet", action="store_true",
+                     help="no progress bars")
+    parser.set_defaults(handler=_run_train)
+    return parser
+
+
+def _prepare_output(path, overwrite):
+    """Check the output directory and return a fresh staging directory."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError(f"Output path exists and is not a directory: {path}")
+        if os.listdir(path) and not overwrite:
+            raise ValueError(
+                f"Output directory is not empty: {path}. Choose another "
+                "--output or pass --overwrite."
+            )
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".keras-shiftadd-", dir=parent)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot create the output directory {path}: {error.strerror}. "
+            "Choose a writable --output."
+        ) from error
+
+
+def _publish(staging, path):
+    """Move the finished staging directory to `path`."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(staging, path)
+
+
+def _run_train(args):
+    from keras_shiftadd import data as data_lib
+    from keras_shiftadd import training
+
+    dataset = data_lib.load(
+        data=args.data, dataset=args.dataset, limit=args.limit,
+        test_limit=args.test_limit, seed=args.seed, data_dir=args.data_dir,
+    )
+    print(
+        f"Data: {dataset.name}, {len(dataset.x_train)} training and "
+        f"{len(dataset.x_test)} test images of {dataset.image_shape}, "
+        f"{dataset.num_classes} classes"
+    )
+
+    base_config = training.TrainConfig(
+        model=args.model, op=args.op, augmentation=args.augmentation,
+        width_mult=args.width_mult, expand_mult=args.expand_mult,
+        alpha=args.alpha, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.lr, weight_decay=args.weight_decay,
+        image_size=args.image_size, seed=args.seed,
+        verbose=0 if args.quiet else "auto",
+    )
+    configs = [base_config]
+    if args.compare:
+        plain = training.TrainConfig(**{**base_config.__dict__, "augmentation": False})
+        augmented = training.TrainConfig(**{**base_config.__dict__, "augmentation": True})
+        configs = [plain, augmented]
+    for config in configs:
+        training.check_config(config)
+
+    staging = _prepare_output(args.output, args.overwrite)
+    try:
+        results = []
+        for config in configs:
+            directory = staging
+            if len(configs) > 1:
+                name = "augmented" if config.augmentation else "plain"
+                directory = os.path.join(staging, name)
+                os.makedirs(directory)
+            results.append(training.train(dataset, config, output_dir=directory))
+        with open(os.path.join(staging, "summary.json"), "w") as file:
+            json.dump(results, file, indent=2)
+        _publish(staging, args.output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    print()
+    print(training.format_table(results))
+    print(f"\nWrote {args.output}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-shiftadd",
+        description="Train multiplication-free tiny CNNs with ShiftAddAug.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    _add_train_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from keras_shiftadd.data import DataError
+
+    try:
+        return args.handler(args)
+    except (DataError, ValueError, OSError) as error:
+        print(f"keras-shiftadd: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("keras-shiftadd: interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

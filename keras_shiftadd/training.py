@@ -1,0 +1,225 @@
+"""Train one ShiftAddAug method on a dataset and record its results."""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import statistics
+import time
+
+import keras
+
+from keras_shiftadd import data as data_lib
+from keras_shiftadd import zoo
+from keras_shiftadd.model import augment, method_name
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run; the CLI's options map onto these."""
+
+    model: str = "small-cnn"
+    op: str = "shift"
+    augmentation: bool = True
+    width_mult: float = 2.0
+    expand_mult: float = 2.0
+    alpha: float = 1.0
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.05
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    image_size: int = 32
+    seed: int = 0
+    verbose: object = "auto"
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Record the training time of each epoch, validation excluded, in seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        # Validation at the end of an epoch: stop the clock before it.
+        if self._start is not None:
+            self.times.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._start is not None:
+            self.times.append(time.perf_counter() - self._start)
+            self._start = None
+
+
+def check_config(config):
+    """Raise ValueError for settings that cannot train."""
+    checks = [
+        ("epochs", config.epochs, isinstance(config.epochs, int) and config.epochs >= 1),
+        ("batch_size", config.batch_size,
+         isinstance(config.batch_size, int) and config.batch_size >= 1),
+        ("learning_rate", config.learning_rate,
+         math.isfinite(config.learning_rate) and config.learning_rate > 0),
+        ("weight_decay", config.weight_decay, config.weight_decay >= 0),
+        ("label_smoothing", config.label_smoothing,
+         0 <= config.label_smoothing < 1),
+        ("image_size", config.image_size,
+         isinstance(config.image_size, int) and config.image_size >= 8),
+        ("alpha", config.alpha, config.alpha >= 0),
+        ("width_mult", config.width_mult, config.width_mult >= 1),
+        ("expand_mult", config.expand_mult, config.expand_mult >= 1),
+    ]
+    for name, value, valid in checks:
+        if not valid:
+            raise ValueError(f"Invalid {name}: {value!r}. See --help for the valid range.")
+    if config.model not in zoo.MODELS:
+        raise ValueError(
+            f"Unknown model {config.model!r}. Available models: "
+            f"{', '.join(zoo.MODELS)}."
+        )
+    if config.op not in ("shift", "add", "mult"):
+        raise ValueError(
+            f"Invalid op {config.op!r}: expected 'shift', 'add' or 'mult'."
+        )
+
+
+def compile_for_training(model, config, steps_per_epoch):
+    """Compile `model` with the paper's recipe, scaled to `config.epochs`.
+
+    SGD with Nesterov momentum 0.9, a cosine learning rate from
+    `config.learning_rate` to 0, decoupled weight decay and label smoothing.
+    """
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate,
+        decay_steps=max(1, steps_per_epoch * config.epochs),
+        alpha=0.0,
+    )
+    optimizer = keras.optimizers.SGD(
+        learning_rate=schedule,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=config.weight_decay or None,
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config.label_smoothing
+        ),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def train(dataset, config, output_dir=None):
+    """Train one method on `dataset` and evaluate its target on the test split.
+
+    Args:
+        dataset: A `keras_shiftadd.data.ImageDataset`.
+        config: A `TrainConfig`.
+        output_dir: Directory for `target.keras`, `history.csv` and
+            `metrics.json`, or `None` to write nothing. It must exist.
+
+    Returns:
+        A dict of results: method, target test accuracy and loss, target
+        parameters, median epoch time in seconds and the settings used.
+    """
+    check_config(config)
+    keras.utils.set_random_seed(config.seed)
+
+    shape = (config.image_size, config.image_size, dataset.image_shape[-1])
+    base = zoo.build(config.model, shape, dataset.num_classes)
+    model = augment(
+        base,
+        op=config.op,
+        width_mult=config.width_mult,
+        expand_mult=config.expand_mult,
+        alpha=config.alpha,
+        augmentation=config.augmentation,
+    )
+    method = method_name(config.op, config.augmentation)
+
+    augmentation = data_lib.default_augmentation(dataset)
+    train_data = data_lib.make_pipeline(
+        dataset.x_train, dataset.y_train, config.image_size, config.batch_size,
+        training=True, num_classes=dataset.num_classes, seed=config.seed,
+        one_hot=True, **augmentation,
+    )
+    test_data = data_lib.make_pipeline(
+        dataset.x_test, dataset.y_test, config.image_size, config.batch_size,
+        training=False, num_classes=dataset.num_classes, one_hot=True,
+    )
+    steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
+    compile_for_training(model, config, steps_per_epoch)
+
+    timer = EpochTimer()
+    callbacks = [timer]
+    if output_dir is not None:
+        callbacks.append(
+            keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"))
+        )
+    logger.info("training %s (%s) for %d epochs", method, config.model, config.epochs)
+    history = model.fit(
+        train_data,
+        epochs=config.epochs,
+        validation_data=test_data,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+
+    # Evaluate the exported standalone target: that is what gets deployed.
+    target = model.target_model()
+    compile_for_training(target, config, steps_per_epoch)
+    test_loss, test_accuracy = target.evaluate(test_data, verbose=0)
+
+    result = {
+        "method": method,
+        "model": config.model,
+        "dataset": dataset.name,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "train_accuracy": float(history.history["accuracy"][-1]),
+        "params": int(target.count_params()),
+        "epoch_time_s": float(statistics.median(timer.times)),
+        "train_images": int(len(dataset.x_train)),
+        "test_images": int(len(dataset.x_test)),
+        "config": dataclasses.asdict(config),
+    }
+    if config.augmentation:
+        result["augmented_train_accuracy"] = float(
+            history.history["augmented_accuracy"][-1]
+        )
+    result["config"].pop("verbose")
+
+    if output_dir is not None:
+        target.save(os.path.join(output_dir, "target.keras"))
+        with open(os.path.join(output_dir, "metrics.json"), "w") as file:
+            json.dump(result, file, indent=2)
+    return result
+
+
+def format_table(results):
+    """Format results as a plain-text table, one row per method."""
+    header = ("method", "test acc (%)", "params", "epoch time (s)")
+    rows = [
+        (
+            r["method"],
+            f"{100 * r['test_accuracy']:.2f}",
+            f"{r['params']:,}",
+            f"{r['epoch_time_s']:.1f}",
+        )
+        for r in results
+    ]
+    widths = [max(len(str(row[i])) for row in [header] + rows) for i in range(4)]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)))
+    return "\n".join(lines)
+
