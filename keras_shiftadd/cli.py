@@ -16,23 +16,34 @@ logger = logging.getLogger("keras_shiftadd")
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected a positive integer"
+        ) from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text}: expected a positive integer"
+        )
     return value
 
 
 def _multiple(text):
     value = float(text)
     if not value >= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text}: expected a number >= 1"
+        )
     return value
 
 
 def _non_negative(text):
     value = float(text)
     if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text}: expected a number >= 0"
+        )
     return value
 
 

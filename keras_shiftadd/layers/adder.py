@@ -26,12 +26,14 @@ import tensorflow as tf
 from keras import activations, constraints, initializers, ops, regularizers
 
 # The forward pass and the input gradient process the rows of the patch
-# matrix in chunks whose (rows, depth, filters) difference tensor holds about
-# this many floats (8 MiB in float32). In a forward+backward benchmark of a
-# 3x3, 32->64 channel layer at batch 64 (TensorFlow 2.21, 2 AMD EPYC vCPUs),
-# chunks of 2**20 to 2**22 floats ran at about the same speed and chunks of
-# 2**23 and 2**24 floats took about twice as long, which suggests that a
-# chunk should fit in the CPU cache.
+# matrix in chunks whose (rows, depth, filters) difference tensor contains
+# about this many floats (8 MiB in float32), so memory stays bounded for any
+# batch size.
+# NOTE: the value is a CPU measurement, not a tuned constant. In a
+# forward+backward benchmark of a 3x3, 32->64 channel layer at batch 64
+# (TensorFlow 2.21, 2 shared AMD EPYC vCPUs), 2**20 to 2**22 floats ran at
+# about the same speed and 2**23 or 2**24 floats took about twice as long,
+# probably because such chunks no longer fit in the cache.
 CHUNK_FLOATS = 2**21
 
 # Lower bound on the weight-gradient norm in adaptive gradient scaling, so
@@ -42,7 +44,7 @@ _NORM_EPSILON = 1e-12
 def default_chunk_size(depth, filters):
     """Return the rows per chunk for a (depth, filters) weight matrix.
 
-    The chunk's (rows, depth, filters) difference tensor holds about
+    The chunk's (rows, depth, filters) difference tensor contains about
     `CHUNK_FLOATS` floats, and a chunk has at least one row.
     """
     return max(1, CHUNK_FLOATS // (depth * filters))
@@ -164,9 +166,9 @@ def _negative_l1_distance(patches, weights, eta, chunk_size):
     """Compute `-sum_d |patches[n, d] - weights[d, f]|` with AdderNet gradients.
 
     `patches` is (N, D) and `weights` is (D, F), and the result is (N, F).
-    The forward pass and the input gradient never hold the whole
-    (N, D, F) difference tensor: they run over chunks of at most
-    `chunk_size` rows (default: `default_chunk_size(D, F)`).
+    The forward pass and the input gradient run over chunks of at most
+    `chunk_size` rows (default: `default_chunk_size(D, F)`), so the whole
+    (N, D, F) difference tensor never exists at once.
     """
     depth, filters = weights.shape
     if depth is None or filters is None:
@@ -199,12 +201,16 @@ def _negative_l1_distance(patches, weights, eta, chunk_size):
             )
 
             # sum_n g[n, f] * (p[n, d] - w[d, f]) needs no broadcast tensor.
+            # It sums over all N rows, so it is computed in float32 even
+            # under mixed precision, where float16 could overflow.
+            patches32 = tf.cast(patches, tf.float32)
+            upstream32 = tf.cast(upstream, tf.float32)
             weights_gradient = tf.matmul(
-                patches, upstream, transpose_a=True
-            ) - weights * tf.reduce_sum(upstream, axis=0)
+                patches32, upstream32, transpose_a=True
+            ) - tf.cast(weights, tf.float32) * tf.reduce_sum(upstream32, axis=0)
             if eta is not None:
                 weights_gradient = _scale_adaptive(weights_gradient, eta)
-            return patches_gradient, weights_gradient
+            return patches_gradient, tf.cast(weights_gradient, weights.dtype)
 
         return outputs, gradient
 
@@ -403,7 +409,7 @@ class AddConv2D(keras.layers.Layer):
             to use the unscaled X - F gradient.
         chunk_size: maximum number of output positions (rows of the patch
             matrix) processed at once, or `None` for a chunk whose
-            (rows, kh*kw*C, filters) difference tensor holds about 2**21
+            (rows, kh*kw*C, filters) difference tensor contains about 2**21
             floats. It bounds memory and does not change the result.
 
     Input shape:
@@ -573,7 +579,7 @@ class AddDense(keras.layers.Layer):
             to use the unscaled x - w gradient.
         chunk_size: maximum number of input rows processed at once, or
             `None` for a chunk whose (rows, input_dim, units) difference
-            tensor holds about 2**21 floats. It bounds memory and does not
+            tensor contains about 2**21 floats. It bounds memory and does not
             change the result.
 
     Input shape:
