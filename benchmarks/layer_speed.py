@@ -1,4 +1,4 @@
-"""Benchmark the training step speed and memory of Conv2D, ShiftConv2D and AddConv2D.
+"""Benchmark the gradient step of Conv2D, ShiftConv2D and AddConv2D.
 
 Speed: each layer's forward and backward pass (gradients of
 `sum(outputs * upstream)` with respect to the input and the kernel, where
@@ -58,7 +58,7 @@ DEFAULT_MEMORY_BATCHES = (64, 256)
 
 
 def make_layer(name):
-    """Build an unbuilt layer of the benchmarked shape.
+    """Create the layer called `name` with the benchmarked filters and kernel.
 
     All three layers have no bias, because AddConv2D has none by default and
     the comparison is about the convolution itself.
@@ -71,7 +71,7 @@ def make_layer(name):
     if name == "AddConv2D":
         return AddConv2D(FILTERS, KERNEL_SIZE, **common)
     raise ValueError(
-        f"Unknown layer name {name!r}: expected one of {LAYER_NAMES}."
+        f"Invalid layer name {name!r}: expected one of {LAYER_NAMES}."
     )
 
 
@@ -184,7 +184,7 @@ def reset_peak_rss():
     """Reset VmHWM to the current resident set size.
 
     Writing "5" to /proc/self/clear_refs does this on Linux 4.0 and later.
-    Returns False where the kernel rejects the write.
+    Returns False where Linux rejects the write.
     """
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
@@ -199,7 +199,7 @@ def measure_step_memory(name, batch):
 
     Runs in a fresh process. Tracing happens before the first reading, so
     the growth covers the step itself plus one-time costs of its first run,
-    such as graph optimization and oneDNN primitive creation.
+    such as graph optimization.
     """
     inputs, upstream = make_inputs(batch)
     gradient_step = make_gradient_step(make_layer(name), inputs.shape)
@@ -246,7 +246,16 @@ def measure_memory(batches):
             with concurrent.futures.ProcessPoolExecutor(
                 max_workers=1, mp_context=context
             ) as pool:
-                result = pool.submit(measure_step_memory, name, batch).result()
+                future = pool.submit(measure_step_memory, name, batch)
+                try:
+                    result = future.result()
+                except concurrent.futures.BrokenExecutor as error:
+                    raise RuntimeError(
+                        f"Memory measurement of {name} at batch {batch} "
+                        "failed because its worker process ended abruptly, "
+                        "for example killed for running out of memory. Try "
+                        "smaller --memory-batches."
+                    ) from error
             result.update(reference_sizes_mib(batch))
             results.append(result)
     return results
@@ -289,16 +298,52 @@ def format_memory_table(results):
         f"{'difference MiB':>15} {'patches MiB':>12} {'output MiB':>11}",
     ]
     for row in results:
+        # Conv2D has no difference tensor, and its patch and output sizes
+        # are the same as AddConv2D's, so its row shows only the growth.
+        if row["layer"] == "AddConv2D":
+            sizes = (
+                f"{row['difference_tensor_mib']:>15.1f} "
+                f"{row['patch_matrix_mib']:>12.1f} {row['output_mib']:>11.1f}"
+            )
+        else:
+            sizes = f"{'-':>15} {'-':>12} {'-':>11}"
         lines.append(
-            f"{row['layer']:<10} {row['batch']:>5} {row['growth_mib']:>11.1f} "
-            f"{row['difference_tensor_mib']:>15.1f} "
-            f"{row['patch_matrix_mib']:>12.1f} {row['output_mib']:>11.1f}"
+            f"{row['layer']:<10} {row['batch']:>5} "
+            f"{row['growth_mib']:>11.1f} {sizes}"
         )
     if not all(row["peak_was_reset"] for row in results):
         lines.append(
-            "The kernel rejected resetting VmHWM, so each growth is a lower bound."
+            "Linux rejected the VmHWM reset through /proc/self/clear_refs, "
+            "so each growth is a lower bound."
         )
+    lines.extend(describe_adder_scaling(results))
     return "\n".join(lines)
+
+
+def describe_adder_scaling(results):
+    """Compare AddConv2D's growth between its smallest and largest batch.
+
+    Returns a list of lines, empty when fewer than two batches were measured.
+    """
+    adder_rows = sorted(
+        (row for row in results if row["layer"] == "AddConv2D"),
+        key=lambda row: row["batch"],
+    )
+    if len(adder_rows) < 2 or adder_rows[0]["batch"] == adder_rows[-1]["batch"]:
+        return []
+    small, large = adder_rows[0], adder_rows[-1]
+    growth_step = large["growth_mib"] - small["growth_mib"]
+    patch_step = large["patch_matrix_mib"] - small["patch_matrix_mib"]
+    difference_step = (
+        large["difference_tensor_mib"] - small["difference_tensor_mib"]
+    )
+    return [
+        f"AddConv2D from batch {small['batch']} to {large['batch']}: growth "
+        f"+{growth_step:.1f} MiB, that is {growth_step / patch_step:.1f} times "
+        f"the patch matrix's increase (+{patch_step:.1f} MiB) and "
+        f"{growth_step / difference_step:.3f} times the difference tensor's "
+        f"(+{difference_step:.1f} MiB)."
+    ]
 
 
 def parse_args(argv):

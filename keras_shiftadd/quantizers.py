@@ -15,8 +15,11 @@ _LOG2_FLOOR = 1e-30
 _MAX_WEIGHT_BITS = 7
 
 # The smallest float32 above sqrt(2). A float32 r is below sqrt(2) exactly when
-# r < _SQRT2_ABOVE_FLOAT32, which decides round(log2 r) without a logarithm.
-_SQRT2_ABOVE_FLOAT32 = float(np.nextafter(np.float32(np.sqrt(2.0)), np.float32(2.0)))
+# r < _SQRT2_ABOVE_FLOAT32, so comparisons with this constant times powers of
+# two decide round(log2 r) exactly.
+_SQRT2_ABOVE_FLOAT32 = float(
+    np.nextafter(np.float32(np.sqrt(2.0)), np.float32(2.0))
+)
 
 
 def shift_range(weight_bits):
