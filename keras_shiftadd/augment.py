@@ -15,6 +15,7 @@ from keras_shiftadd.layers.hybrid import (
     HybridDense,
     HybridDepthwiseConv2D,
     OPS,
+    TargetFade,
 )
 from keras_shiftadd.layers.reshape import HybridFlatten, HybridReshape
 from keras_shiftadd.layers.shift import (
@@ -76,6 +77,8 @@ class HybridGraph:
     augmented: keras.Model
     target: keras.Model
     hybrid_layers: dict  # base layer name -> hybrid or cloned layer
+    # block number -> TargetFade gate of the augment block inserted there
+    augment_blocks: dict = dataclasses.field(default_factory=dict)
 
 
 def _check_op(op):
@@ -108,6 +111,62 @@ def _check_channels_last(layer):
             f"Layer '{layer.name}' uses data_format={data_format!r}; only "
             "'channels_last' is supported."
         )
+
+
+def residual_blocks(steps):
+    """Return the steps of the residual `Add` layers in topological order.
+
+    These define the block numbers of augment blocks and block mutation:
+    block 1 is the first residual `Add` of the network, block 2 the second.
+    """
+    return [
+        step for step in steps
+        if not step.is_input and isinstance(step.layer, keras.layers.Add)
+    ]
+
+
+def check_blocks(name, blocks, count, model_name):
+    """Return `blocks` as a sorted tuple of block numbers, or raise ValueError."""
+    blocks = tuple(sorted(set(blocks or ())))
+    for block in blocks:
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)):
+            raise ValueError(
+                f"Invalid `{name}`: expected block numbers (integers). "
+                f"Received: {name}={blocks!r}"
+            )
+        if not 1 <= block <= count:
+            if count == 0:
+                valid = "it has no residual Add layer, so no block exists"
+            else:
+                valid = f"valid block numbers are 1 to {count}"
+            raise ValueError(
+                f"Invalid block {block} in `{name}`: model '{model_name}' has "
+                f"{count} residual blocks (residual Add layers); {valid}."
+            )
+    return tuple(int(block) for block in blocks)
+
+
+def block_branch_layers(steps, add_step):
+    """Return names of the layers on the residual branches of `add_step`.
+
+    These are the layers that feed some but not all inputs of the `Add`: the
+    body of the block, without the shortcut and what comes before the block.
+    """
+    producers = {id(step.output): step for step in steps}
+
+    def ancestors(tensor):
+        names = set()
+        stack = [tensor]
+        while stack:
+            step = producers.get(id(stack.pop()))
+            if step is None or step.is_input or step.layer.name in names:
+                continue
+            names.add(step.layer.name)
+            stack.extend(step.inputs)
+        return names
+
+    sets = [ancestors(tensor) for tensor in add_step.inputs]
+    return set.union(*sets) - set.intersection(*sets)
 
 
 def _frozen_tensors(steps, functional):
@@ -162,8 +221,10 @@ class _Rewriter:
     """Build the hybrid augmented and target graphs from a base model."""
 
     def __init__(self, base, op, width_mult, expand_mult, bn_momentum, shift_args,
-                 adder_args):
+                 adder_args, augment_blocks=(), mutate_blocks=()):
         self.base = base
+        self.augment_blocks = augment_blocks
+        self.mutate_blocks = mutate_blocks
         self.op = op
         self.width_mult = width_mult
         self.expand_mult = expand_mult
@@ -176,6 +237,18 @@ class _Rewriter:
         steps, functional = graph.walk(self.base)
         self.frozen = _frozen_tensors(steps, functional)
         self.expanded = _expansion_tensors(steps)
+
+        blocks = residual_blocks(steps)
+        augment_blocks = check_blocks("augment_blocks", self.augment_blocks,
+                                      len(blocks), self.base.name)
+        mutate_blocks = check_blocks("mutate_blocks", self.mutate_blocks,
+                                     len(blocks), self.base.name)
+        self.mutated = set()
+        for block in mutate_blocks:
+            self.mutated |= block_branch_layers(steps, blocks[block - 1])
+        augment_at = {id(blocks[block - 1].output): block
+                      for block in augment_blocks}
+        self.fades = {}
 
         tensors = {}
         augmented_inputs, target_inputs = [], []
@@ -194,7 +267,11 @@ class _Rewriter:
             if step.is_input:
                 continue
             inputs = [tensors[id(tensor)] for tensor in step.inputs]
-            tensors[id(step.output)] = self._rewrite(step, inputs)
+            output = self._rewrite(step, inputs)
+            if id(step.output) in augment_at:
+                output = self._augment_block(augment_at[id(step.output)],
+                                             step, output)
+            tensors[id(step.output)] = output
 
         outputs = [tensors[id(tensor)] for tensor in functional.outputs]
         for output, tensor in zip(outputs, functional.outputs):
@@ -217,7 +294,7 @@ class _Rewriter:
             unpack([o.target for o in outputs]),
             name=f"{self.base.name}_target",
         )
-        return HybridGraph(augmented, target, self.layers)
+        return HybridGraph(augmented, target, self.layers, self.fades)
 
     def _out_width(self, step, target_channels):
         if id(step.output) in self.frozen:
@@ -233,7 +310,7 @@ class _Rewriter:
 
     def _rewrite(self, step, inputs):
         layer = step.layer
-        if isinstance(layer, WEIGHTED_HANDLERS):
+        if isinstance(layer, graph.WEIGHTED):
             _check_channels_last(layer)
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             return self._depthwise(step, inputs[0])
@@ -254,8 +331,69 @@ class _Rewriter:
             return self._reshape(layer, inputs[0])
         raise _unsupported(layer)
 
+    def _augment_block(self, block, step, x):
+        """Insert a multiplicative block after the `Add` of residual `block`.
+
+        It computes `x + fade * ReLU(BN(Conv1x1(x)))` on the target path and
+        `x + ReLU(BN(Conv1x1(x)))` on the augmented path. Its layers are
+        multiplicative hybrids, so the target path reads the target slice of
+        their weights.
+        """
+        if len(step.output.shape) != 4:
+            raise ValueError(
+                f"Cannot insert an augment block after block {block} "
+                f"('{step.layer.name}'): its output has shape "
+                f"{tuple(step.output.shape)}, but augment blocks need a 4D "
+                "(batch, rows, cols, channels) tensor."
+            )
+        prefix = f"augment_block{block}"
+        conv = HybridConv2D(
+            filters=x.channels,
+            target_filters=x.target_channels,
+            kernel_size=1,
+            input_channels=x.channels,
+            target_input_channels=x.target_channels,
+            op="mult",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name=f"{prefix}_conv",
+        )
+        norm = HybridBatchNormalization(
+            channels=x.channels,
+            target_channels=x.target_channels,
+            momentum=self._block_momentum(),
+            name=f"{prefix}_bn",
+        )
+        relu = keras.layers.ReLU(name=f"{prefix}_relu")
+        fade = TargetFade(name=f"{prefix}_fade")
+        add = keras.layers.Add(name=f"{prefix}_add")
+        for layer in (conv, norm, relu, fade, add):
+            self.layers[layer.name] = layer
+        self.fades[block] = fade
+
+        augmented = add([x.augmented, fade(relu(norm(conv(x.augmented))))])
+        target = conv(x.target, target=True)
+        target = fade(relu(norm(target, target=True)), target=True)
+        target = add([x.target, target])
+        return _Tensor(augmented, target, x.channels, x.target_channels)
+
+    def _block_momentum(self):
+        """Return the momentum for augment block BatchNormalization layers.
+
+        The `bn_momentum` setting, else the base model's first
+        BatchNormalization momentum, else the Keras default 0.99.
+        """
+        if self.bn_momentum is not None:
+            return self.bn_momentum
+        for layer in self.base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                return layer.momentum
+        return 0.99
+
     def _weighted_common(self, layer):
         config = layer.get_config()
+        mutate = (layer.name in self.mutated
+                  and layer_op(layer, self.op) != "mult")
         return {
             "name": layer.name,
             "activation": config.get("activation"),
@@ -268,6 +406,7 @@ class _Rewriter:
             "kernel_constraint": config.get("kernel_constraint"),
             "bias_constraint": config.get("bias_constraint"),
             "dtype": layer.dtype_policy.name,
+            "mutate": mutate,
             **self.shift_args,
             **self.adder_args,
         }
@@ -425,15 +564,14 @@ class _Rewriter:
                        x.channels, x.target_channels)
 
 
-WEIGHTED_HANDLERS = graph.WEIGHTED
-
-
 def build_hybrid_graph(base, op="shift", width_mult=2.0, expand_mult=2.0,
                        bn_momentum=None, weight_bits=5, activation_bits=16,
-                       activation_fraction_bits=8, eta=0.2, chunk_size=None):
+                       activation_fraction_bits=8, eta=0.2, chunk_size=None,
+                       augment_blocks=(), mutate_blocks=()):
     """Rewrite `base` into hybrid augmented and target functional models.
 
-    See `augment` for the arguments.
+    See `augment` for the arguments. `augment_blocks` and `mutate_blocks`
+    are residual block numbers (see `residual_blocks`).
 
     Returns:
         A `HybridGraph`.
@@ -458,6 +596,8 @@ def build_hybrid_graph(base, op="shift", width_mult=2.0, expand_mult=2.0,
             "activation_fraction_bits": activation_fraction_bits,
         },
         adder_args={"eta": eta, "chunk_size": chunk_size},
+        augment_blocks=augment_blocks,
+        mutate_blocks=mutate_blocks,
     )
     return rewriter.build()
 
@@ -470,8 +610,9 @@ def _target_layer(base_layer, hybrid, op, shift_args, adder_args):
     kind = layer_op(base_layer, op)
 
     if isinstance(base_layer, keras.layers.DepthwiseConv2D):
-        cls = ShiftDepthwiseConv2D if kind == "shift" else keras.layers.DepthwiseConv2D
-        return cls(**config, **shift_args) if kind == "shift" else cls(**config)
+        if kind == "shift":
+            return ShiftDepthwiseConv2D(**config, **shift_args)
+        return keras.layers.DepthwiseConv2D(**config)
 
     if isinstance(base_layer, keras.layers.Conv2D):
         if kind == "shift":

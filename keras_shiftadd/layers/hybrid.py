@@ -41,7 +41,7 @@ class _HybridLayer(keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, weight_bits=5,
                  activation_bits=16, activation_fraction_bits=8, eta=0.2,
-                 chunk_size=None, **kwargs):
+                 chunk_size=None, mutate=False, **kwargs):
         super().__init__(**kwargs)
         if op not in self.allowed_ops:
             raise ValueError(
@@ -65,6 +65,13 @@ class _HybridLayer(keras.layers.Layer):
         self.activation_fraction_bits = activation_fraction_bits
         self.eta = eta
         self.chunk_size = chunk_size
+        if mutate and op == "mult":
+            raise ValueError(
+                f"Invalid `mutate` for layer '{self.name}': block mutation "
+                "turns a multiplicative target block into `op`, so it needs "
+                "op='shift' or op='add'. Received: op='mult', mutate=True"
+            )
+        self.mutate = bool(mutate)
 
     def _add_kernel_and_bias(self, kernel_shape, bias_size):
         self.kernel = self.add_weight(
@@ -83,6 +90,31 @@ class _HybridLayer(keras.layers.Layer):
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
             )
+        self.mutation = None
+        if self.mutate:
+            # Blend of the target block, 0 (multiplicative) to 1 (pure `op`).
+            # A variable, so that a schedule can move it and checkpoints keep it.
+            self.mutation = self.add_weight(
+                name="mutation",
+                shape=(),
+                initializer="zeros",
+                trainable=False,
+            )
+
+    def _blend(self, inputs, kernel, mult_fn, mf_fn):
+        """Compute the target block, blended while the layer mutates.
+
+        Without mutation this is `mf_fn(inputs, kernel)`. With mutation it is
+        `(1 - m) * mult_fn(inputs, kernel) + m * mf_fn(inputs, kernel)`, where
+        `m` is the `mutation` variable: the block starts as an ordinary
+        multiplicative layer and is pure `op` once `m` reaches 1.
+        """
+        if not self.mutate:
+            return mf_fn(inputs, kernel)
+        blend = ops.cast(self.mutation, inputs.dtype)
+        return (1.0 - blend) * mult_fn(inputs, kernel) + blend * mf_fn(
+            inputs, kernel
+        )
 
     def mf_kernel(self, kernel):
         """Return the kernel the multiplication-free operator reads.
@@ -149,6 +181,7 @@ class _HybridLayer(keras.layers.Layer):
                 "activation_fraction_bits": self.activation_fraction_bits,
                 "eta": self.eta,
                 "chunk_size": self.chunk_size,
+                "mutate": self.mutate,
             }
         )
         return config
@@ -203,6 +236,11 @@ class HybridConv2D(_HybridLayer):
             formats, see `ShiftConv2D`. Default to `5`, `16`, `8`.
         eta, chunk_size: Adder settings, see `AddConv2D`. Default to `0.2`
             and `None` (automatic).
+        mutate: Whether the target block mutates (block mutation). The
+            layer then owns a non-trainable scalar `mutation` in [0, 1],
+            starting at 0, and computes the target block as
+            `(1 - mutation) * Conv(X_t) + mutation * MF(X_t)` on both paths.
+            Needs `op` other than `"mult"`. Defaults to `False`.
         activation, use_bias, *_initializer, *_regularizer, *_constraint:
             as in `keras.layers.Conv2D`. The bias belongs to the
             multiplication-free part: the target uses its leading slice.
@@ -266,6 +304,9 @@ class HybridConv2D(_HybridLayer):
         )
 
     def _mf_conv(self, inputs, kernel):
+        return self._blend(inputs, kernel, self._conv, self._pure_mf_conv)
+
+    def _pure_mf_conv(self, inputs, kernel):
         kernel = self.mf_kernel(kernel)
         if self.op == "shift":
             inputs, kernel = self._shift_operands(inputs, kernel)
@@ -398,6 +439,10 @@ class HybridDepthwiseConv2D(_HybridLayer):
         )
 
     def _mf_depthwise(self, inputs, kernel):
+        return self._blend(inputs, kernel, self._depthwise,
+                           self._pure_mf_depthwise)
+
+    def _pure_mf_depthwise(self, inputs, kernel):
         kernel = self.mf_kernel(kernel)
         if self.op == "shift":
             inputs, kernel = self._shift_operands(inputs, kernel)
@@ -417,9 +462,9 @@ class HybridDepthwiseConv2D(_HybridLayer):
                 outputs, None if bias is None else bias[:target_outputs]
             )
 
-        if self.op == "mult" or ct == self.input_channels:
-            if self.op == "mult":
-                return self._finish(self._depthwise(inputs, self.kernel), bias)
+        if self.op == "mult":
+            return self._finish(self._depthwise(inputs, self.kernel), bias)
+        if ct == self.input_channels:
             return self._finish(self._mf_depthwise(inputs, self.kernel), bias)
 
         mf = self._mf_depthwise(inputs[..., :ct], self.kernel[:, :, :ct])
@@ -491,6 +536,9 @@ class HybridDense(_HybridLayer):
         self._mult_mask = mask
 
     def _mf_matmul(self, inputs, kernel):
+        return self._blend(inputs, kernel, ops.matmul, self._pure_mf_matmul)
+
+    def _pure_mf_matmul(self, inputs, kernel):
         kernel = self.mf_kernel(kernel)
         if self.op == "shift":
             inputs, kernel = self._shift_operands(inputs, kernel)
@@ -703,3 +751,30 @@ class HybridBatchNormalization(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_shiftadd")
+class TargetFade(keras.layers.Layer):
+    """Scale the target path by a fade factor; pass the augmented path unchanged.
+
+    The gate of an augment block: the block's output reaches the target
+    multiplied by the non-trainable scalar `fade` (1 at creation, moved to 0
+    by `keras_shiftadd.callbacks.BlockFade`), while the augmented network
+    always receives it in full.
+
+    Input shape:
+        Any.
+
+    Output shape:
+        Same as the input.
+    """
+
+    def build(self, input_shape=None):
+        self.fade = self.add_weight(
+            name="fade", shape=(), initializer="ones", trainable=False
+        )
+
+    def call(self, inputs, target=False):
+        if not target:
+            return inputs
+        return inputs * ops.cast(self.fade, inputs.dtype)
