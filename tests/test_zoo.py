@@ -1,6 +1,7 @@
 """Tests of the backbone zoo: shapes, published configurations, augment()."""
 
 import keras
+import numpy as np
 import pytest
 
 from keras_shiftadd import augment, zoo
@@ -100,12 +101,15 @@ def test_augment_accepts_mobilenetv3_without_expand_augmentation():
     assert model.augmented_model().output_shape == (None, 10)
 
 
-@pytest.mark.xfail(
-    raises=ValueError, strict=True,
-    reason="augment() widens a squeeze-and-excitation gate by width_mult "
-           "only, while the expanded tensor it multiplies gets width_mult * "
-           "expand_mult, so the Multiply merge rejects the two layouts.",
-)
-def test_augment_mobilenetv3_with_expand_augmentation():
+def test_augment_mobilenetv3_with_expand_augmentation(digits_images):
+    # The squeeze-and-excitation gate must be widened like the expanded
+    # tensor it multiplies, or the Multiply merge would see two layouts.
     base = zoo.build("mobilenetv3-w0.35", (32, 32, 3), 10)
-    augment(base, op="mult")
+    model = augment(base, op="shift")
+    images = np.tile(digits_images[:2], (1, 2, 2, 1))
+
+    assert model.augmented_model().output_shape == (None, 10)
+    np.testing.assert_allclose(
+        model.target_model().predict(images, verbose=0),
+        model.predict(images, verbose=0), rtol=1e-4, atol=1e-4,
+    )
