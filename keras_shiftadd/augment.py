@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_shiftadd import graph
+from keras_shiftadd import hws as hws_lib
 from keras_shiftadd.layers import adder
 from keras_shiftadd.layers.hybrid import (
     HybridBatchNormalization,
@@ -139,9 +140,10 @@ def check_blocks(name, blocks, count, model_name):
                 valid = "it has no residual Add layer, so no block exists"
             else:
                 valid = f"valid block numbers are 1 to {count}"
+            noun = "block" if count == 1 else "blocks"
             raise ValueError(
                 f"Invalid block {block} in `{name}`: model '{model_name}' has "
-                f"{count} residual blocks (residual Add layers); {valid}."
+                f"{count} residual {noun} (residual Add layers); {valid}."
             )
     return tuple(int(block) for block in blocks)
 
@@ -217,12 +219,72 @@ def _expansion_tensors(steps):
     return expanded
 
 
+def _producer_widths(steps, frozen, expanded, width_mult, expand_mult):
+    """Return the augmented width of every Conv2D and Dense output tensor.
+
+    Tensors joined by an element-wise merge (a residual Add, the Multiply of
+    a squeeze-and-excitation gate) must have one width, and so must tensors
+    linked by layers that keep the channel layout. Such tensors form a group,
+    and every producer in the group gets the widest width its rules ask for.
+    A group that reaches a model output keeps its base width.
+    """
+    parent = {}
+
+    def find(key):
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    def union(first, second):
+        parent[find(first)] = find(second)
+
+    keeps_layout = graph.PASS_THROUGH + graph.MERGES + (
+        keras.layers.BatchNormalization,
+    )
+    for step in steps:
+        layer = step.layer
+        joins = isinstance(layer, keeps_layout) or (
+            isinstance(layer, keras.layers.DepthwiseConv2D)
+            and layer.depth_multiplier == 1
+        )
+        if joins:
+            for tensor in step.inputs:
+                union(id(tensor), id(step.output))
+
+    producers = [
+        step for step in steps
+        if isinstance(step.layer, (keras.layers.Conv2D, keras.layers.Dense))
+        and not isinstance(step.layer, keras.layers.DepthwiseConv2D)
+    ]
+    frozen_groups = {find(key) for key in frozen}
+    group_width = {}
+    for step in producers:
+        group = find(id(step.output))
+        channels = (step.layer.filters
+                    if isinstance(step.layer, keras.layers.Conv2D)
+                    else step.layer.units)
+        if group in frozen_groups:
+            width = channels
+        else:
+            multiplier = width_mult
+            if id(step.output) in expanded:
+                multiplier *= expand_mult
+            width = widen(channels, multiplier)
+        group_width[group] = max(group_width.get(group, 0), width)
+    return {id(step.output): group_width[find(id(step.output))]
+            for step in producers}
+
+
 class _Rewriter:
     """Build the hybrid augmented and target graphs from a base model."""
 
     def __init__(self, base, op, width_mult, expand_mult, bn_momentum, shift_args,
-                 adder_args, augment_blocks=(), mutate_blocks=()):
+                 adder_args, augment_blocks=(), mutate_blocks=(),
+                 hws_spec=None):
         self.base = base
+        self.hws_spec = hws_spec
         self.augment_blocks = augment_blocks
         self.mutate_blocks = mutate_blocks
         self.op = op
@@ -237,6 +299,8 @@ class _Rewriter:
         steps, functional = graph.walk(self.base)
         self.frozen = _frozen_tensors(steps, functional)
         self.expanded = _expansion_tensors(steps)
+        self.widths = _producer_widths(steps, self.frozen, self.expanded,
+                                       self.width_mult, self.expand_mult)
 
         blocks = residual_blocks(steps)
         augment_blocks = check_blocks("augment_blocks", self.augment_blocks,
@@ -297,12 +361,7 @@ class _Rewriter:
         return HybridGraph(augmented, target, self.layers, self.fades)
 
     def _out_width(self, step, target_channels):
-        if id(step.output) in self.frozen:
-            return target_channels
-        multiplier = self.width_mult
-        if id(step.output) in self.expanded:
-            multiplier *= self.expand_mult
-        return widen(target_channels, multiplier)
+        return self.widths.get(id(step.output), target_channels)
 
     def _register(self, base_layer, layer):
         self.layers[base_layer.name] = layer
@@ -407,9 +466,21 @@ class _Rewriter:
             "bias_constraint": config.get("bias_constraint"),
             "dtype": layer.dtype_policy.name,
             "mutate": mutate,
+            "remap": self._remap(layer),
             **self.shift_args,
             **self.adder_args,
         }
+
+    def _remap(self, layer):
+        """Return the HWS remap for `layer`'s target operator, or None."""
+        if self.hws_spec is None or layer_op(layer, self.op) == "mult":
+            return None
+        if isinstance(layer, keras.layers.Dense):
+            kernel_shape = (1, 1)
+        else:
+            kernel_shape = tuple(layer.kernel_size) + (1, 1)
+        return hws_lib.remap_for_kernel(self.hws_spec, kernel_shape,
+                                        name=f"{layer.name}_remap")
 
     def _depthwise_common(self, layer):
         config = layer.get_config()
@@ -567,11 +638,14 @@ class _Rewriter:
 def build_hybrid_graph(base, op="shift", width_mult=2.0, expand_mult=2.0,
                        bn_momentum=None, weight_bits=5, activation_bits=16,
                        activation_fraction_bits=8, eta=0.2, chunk_size=None,
-                       augment_blocks=(), mutate_blocks=()):
+                       augment_blocks=(), mutate_blocks=(), hws=False):
     """Rewrite `base` into hybrid augmented and target functional models.
 
     See `augment` for the arguments. `augment_blocks` and `mutate_blocks`
-    are residual block numbers (see `residual_blocks`).
+    are residual block numbers (see `residual_blocks`). `hws` is `True` (the
+    shipped remap of `op`), `False` (no remap, the default here) or a remap
+    spec from `keras_shiftadd.hws`. The remap applies only to layers whose
+    target operator is Shift or Add.
 
     Returns:
         A `HybridGraph`.
@@ -598,6 +672,7 @@ def build_hybrid_graph(base, op="shift", width_mult=2.0, expand_mult=2.0,
         adder_args={"eta": eta, "chunk_size": chunk_size},
         augment_blocks=augment_blocks,
         mutate_blocks=mutate_blocks,
+        hws_spec=hws_lib.resolve_hws(hws, op),
     )
     return rewriter.build()
 

@@ -47,7 +47,88 @@ def _non_negative(text):
     return value
 
 
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected a number in [0, 1]"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text}: expected a number in [0, 1]"
+        )
+    return value
+
+
+def _block_list(text):
+    """Parse comma-separated residual block numbers, or 'all'."""
+    if text == "all":
+        return "all"
+    try:
+        blocks = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected block numbers such as 1 or "
+            "1,3, or 'all'"
+        ) from None
+    if any(block < 1 for block in blocks):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: block numbers start at 1"
+        )
+    return blocks
+
+
+def _add_mechanism_arguments(parser):
+    group = parser.add_argument_group(
+        "between-epoch mechanisms",
+        "Blocks are numbered by the residual Add layers of the backbone, "
+        "from 1 in topological order (small-cnn has one).",
+    )
+    group.add_argument(
+        "--reorder", action="store_true",
+        help="at each epoch boundary, move the channels with the largest L1 "
+             "norm into the target slice of the shared weights",
+    )
+    group.add_argument(
+        "--augment-blocks", type=_block_list, default=(), metavar="BLOCKS",
+        help="insert a multiplicative augment block after these blocks "
+             "(e.g. 1 or 1,3, or 'all'); it fades out of the target by "
+             "--fade-end and stays in the augmented network",
+    )
+    group.add_argument(
+        "--mutate", type=_block_list, nargs="?", const="all", default=(),
+        metavar="BLOCKS",
+        help="start these blocks (all when no value is given) "
+             "multiplicative and blend them linearly into --op by "
+             "--mutation-end; needs --op shift or add",
+    )
+    group.add_argument(
+        "--fade-end", type=_fraction, default=0.5, metavar="FRACTION",
+        help="fraction of the epochs after which augment blocks are gone "
+             "from the target (default: 0.5)",
+    )
+    group.add_argument(
+        "--mutation-end", type=_fraction, default=0.5, metavar="FRACTION",
+        help="fraction of the epochs after which mutated blocks are pure "
+             "--op (default: 0.5)",
+    )
+    group.add_argument(
+        "--augmentation-end", type=_fraction, default=None,
+        metavar="FRACTION",
+        help="fraction of the epochs after which the augmented loss weight "
+             "is 0, so the target trains alone (default: never)",
+    )
+    group.add_argument(
+        "--recalibrate", type=int, default=0, metavar="BATCHES",
+        help="re-estimate the target's BatchNormalization statistics on "
+             "this many training batches before testing (default: 0, off)",
+    )
+
+
 def _add_train_parser(subparsers):
+    from keras_shiftadd import zoo
+
     parser = subparsers.add_parser(
         "train",
         help="train a target network with ShiftAddAug and export it",
@@ -84,7 +165,7 @@ def _add_train_parser(subparsers):
 
     net = parser.add_argument_group("model")
     net.add_argument("--model", default="small-cnn",
-                     choices=["small-cnn", "mobilenetv2-w0.35"],
+                     choices=list(zoo.MODELS),
                      help="backbone (default: small-cnn)")
     net.add_argument("--op", default="shift", choices=["shift", "add", "mult"],
                      help="operator of the target network (default: shift)")
@@ -123,6 +204,7 @@ def _add_train_parser(subparsers):
                      help="replace an existing output directory")
     fit.add_argument("--quiet", action="store_true",
                      help="no progress bars")
+    _add_mechanism_arguments(parser)
     parser.set_defaults(handler=_run_train)
     return parser
 
@@ -176,6 +258,11 @@ def _run_train(args):
         learning_rate=args.lr, weight_decay=args.weight_decay,
         image_size=args.image_size, seed=args.seed,
         verbose=0 if args.quiet else "auto",
+        reorder=args.reorder, augment_blocks=args.augment_blocks,
+        mutate_blocks=args.mutate, fade_end=args.fade_end,
+        mutation_end=args.mutation_end,
+        augmentation_end=args.augmentation_end,
+        recalibration_batches=args.recalibrate,
     )
     configs = [base_config]
     if args.compare:
@@ -216,6 +303,14 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     _add_train_parser(subparsers)
+
+    # Each of these modules adds its subcommands and sets its handler.
+    from keras_shiftadd import export_command, hws_command
+    from keras_shiftadd.cost import command as cost_command
+
+    cost_command.add_parser(subparsers)
+    export_command.add_parser(subparsers)
+    hws_command.add_parser(subparsers)
     return parser
 
 

@@ -10,8 +10,10 @@ import time
 
 import keras
 
+from keras_shiftadd import callbacks as callbacks_lib
 from keras_shiftadd import data as data_lib
-from keras_shiftadd import zoo
+from keras_shiftadd import graph, zoo
+from keras_shiftadd.augment import residual_blocks
 from keras_shiftadd.model import augment, method_name
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,15 @@ class TrainConfig:
     image_size: int = 32
     seed: int = 0
     verbose: object = "auto"
+    # Between-epoch mechanisms (keras_shiftadd.callbacks). Block numbers
+    # count residual Add layers from 1; mutate_blocks may also be "all".
+    reorder: bool = False
+    augment_blocks: tuple = ()
+    mutate_blocks: object = ()
+    fade_end: float = 0.5  # fraction of the epochs at which fades reach 0
+    mutation_end: float = 0.5  # fraction at which mutations reach 1
+    augmentation_end: float = None  # fraction from which alpha is 0
+    recalibration_batches: int = 0  # target BN recalibration before testing
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -76,6 +87,13 @@ def check_config(config):
         ("alpha", config.alpha, config.alpha >= 0),
         ("width_mult", config.width_mult, config.width_mult >= 1),
         ("expand_mult", config.expand_mult, config.expand_mult >= 1),
+        ("fade_end", config.fade_end, 0 <= config.fade_end <= 1),
+        ("mutation_end", config.mutation_end, 0 <= config.mutation_end <= 1),
+        ("augmentation_end", config.augmentation_end,
+         config.augmentation_end is None or 0 <= config.augmentation_end <= 1),
+        ("recalibration_batches", config.recalibration_batches,
+         isinstance(config.recalibration_batches, int)
+         and config.recalibration_batches >= 0),
     ]
     for name, value, valid in checks:
         if not valid:
@@ -89,6 +107,37 @@ def check_config(config):
         raise ValueError(
             f"Invalid op {config.op!r}: expected 'shift', 'add' or 'mult'."
         )
+    if config.mutate_blocks and config.op == "mult":
+        raise ValueError(
+            "Block mutation needs op 'shift' or 'add': it turns "
+            "multiplicative blocks into the target operator."
+        )
+
+
+def mechanism_callbacks(config, model):
+    """Return the callbacks of the between-epoch mechanisms `config` enables."""
+    callbacks = []
+    if config.reorder:
+        callbacks.append(callbacks_lib.ChannelReorder())
+    if model.hybrid.augment_blocks:
+        callbacks.append(callbacks_lib.BlockFade(end_fraction=config.fade_end))
+    if model.mutating_layers():
+        callbacks.append(
+            callbacks_lib.BlockMutation(end_fraction=config.mutation_end)
+        )
+    if config.augmentation_end is not None:
+        callbacks.append(
+            callbacks_lib.AlphaScheduler(stop_fraction=config.augmentation_end)
+        )
+    return callbacks
+
+
+def _resolve_blocks(blocks, base):
+    """Return `blocks` as block numbers, expanding "all" for `base`."""
+    if blocks == "all":
+        steps, _ = graph.walk(base)
+        return tuple(range(1, len(residual_blocks(steps)) + 1))
+    return tuple(blocks or ())
 
 
 def compile_for_training(model, config, steps_per_epoch):
@@ -142,6 +191,8 @@ def train(dataset, config, output_dir=None):
         expand_mult=config.expand_mult,
         alpha=config.alpha,
         augmentation=config.augmentation,
+        augment_blocks=_resolve_blocks(config.augment_blocks, base),
+        mutate_blocks=_resolve_blocks(config.mutate_blocks, base),
     )
     method = method_name(config.op, config.augmentation)
 
@@ -159,7 +210,7 @@ def train(dataset, config, output_dir=None):
     compile_for_training(model, config, steps_per_epoch)
 
     timer = EpochTimer()
-    callbacks = [timer]
+    callbacks = [timer] + mechanism_callbacks(config, model)
     if output_dir is not None:
         callbacks.append(
             keras.callbacks.CSVLogger(os.path.join(output_dir, "history.csv"))
@@ -172,6 +223,16 @@ def train(dataset, config, output_dir=None):
         callbacks=callbacks,
         verbose=config.verbose,
     )
+
+    if config.recalibration_batches:
+        recalibration_data = data_lib.make_pipeline(
+            dataset.x_train, dataset.y_train, config.image_size,
+            config.batch_size, training=False,
+            num_classes=dataset.num_classes, one_hot=True,
+        )
+        callbacks_lib.recalibrate_batch_norm(
+            model, recalibration_data, steps=config.recalibration_batches
+        )
 
     # Evaluate the exported standalone target: that is what gets deployed.
     target = model.target_model()

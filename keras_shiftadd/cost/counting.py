@@ -686,7 +686,9 @@ def count(model, convention="paper", profile=None, op=None):
     from keras_shiftadd.model import ShiftAddAugModel
 
     if isinstance(model, ShiftAddAugModel):
-        model = model.target_model()
+        # Cost the target as it will be after fade and mutation schedules
+        # finish: the exported target never contains augment blocks.
+        model = model.target_model(allow_unfinished=True)
     functional = _as_graph(model)
 
     counter = _Counter(convention, profile, op)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_shiftadd import quantizers
+from keras_shiftadd import hws, quantizers
 from keras_shiftadd.layers import adder
 from keras_shiftadd.layers.shift import quantize_shift_operands
 
@@ -32,6 +32,11 @@ class _HybridLayer(keras.layers.Layer):
     multiplication-free operator `op` reads; all other entries are read by
     ordinary multiplication. `call(x, target=True)` runs the target path
     alone on a tensor that has only the target channels.
+
+    `remap` (a `keras_shiftadd.hws.KernelRemap`, its serialized config, or
+    `None`) is heterogeneous weight sharing: the multiplication-free operator
+    reads the target slice through it, Shift as `W + R(W)` (mode "bias") and
+    Add as `R(W)` (mode "replace"), while multiplication reads `W` itself.
     """
 
     allowed_ops = OPS
@@ -41,7 +46,7 @@ class _HybridLayer(keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, weight_bits=5,
                  activation_bits=16, activation_fraction_bits=8, eta=0.2,
-                 chunk_size=None, mutate=False, **kwargs):
+                 chunk_size=None, mutate=False, remap=None, **kwargs):
         super().__init__(**kwargs)
         if op not in self.allowed_ops:
             raise ValueError(
@@ -72,6 +77,30 @@ class _HybridLayer(keras.layers.Layer):
                 "op='shift' or op='add'. Received: op='mult', mutate=True"
             )
         self.mutate = bool(mutate)
+        self.remap = self._check_remap(remap)
+
+    def _check_remap(self, remap):
+        if remap is None:
+            return None
+        if isinstance(remap, dict):
+            remap = keras.saving.deserialize_keras_object(remap)
+        if not isinstance(remap, hws.KernelRemap):
+            raise ValueError(
+                f"Invalid `remap` for layer '{self.name}': expected a "
+                "keras_shiftadd.hws.KernelRemap or None. Received: "
+                f"{type(remap).__name__}"
+            )
+        expected = hws.OP_MODES.get(self.op)
+        if remap.mode != expected:
+            needed = (
+                "no remap, because multiplication reads the shared weights"
+                if expected is None else f"a remap with mode={expected!r}"
+            )
+            raise ValueError(
+                f"Invalid `remap` for layer '{self.name}': op={self.op!r} "
+                f"needs {needed}. Received: mode={remap.mode!r}"
+            )
+        return remap
 
     def _add_kernel_and_bias(self, kernel_shape, bias_size):
         self.kernel = self.add_weight(
@@ -119,10 +148,13 @@ class _HybridLayer(keras.layers.Layer):
     def mf_kernel(self, kernel):
         """Return the kernel the multiplication-free operator reads.
 
-        The identity here; heterogeneous weight sharing overrides it to remap
-        the shared multiplicative weights.
+        Without a remap this is `kernel` itself. With one (heterogeneous
+        weight sharing) it is `W + R(W)` for Shift and `R(W)` for Add. `R`
+        takes its Gaussian statistics from `kernel`, the target slice.
         """
-        return kernel
+        if self.remap is None:
+            return kernel
+        return self.remap(kernel)
 
     def target_kernel(self):
         """Return the target slice of the shared kernel as a tensor."""
@@ -182,6 +214,10 @@ class _HybridLayer(keras.layers.Layer):
                 "eta": self.eta,
                 "chunk_size": self.chunk_size,
                 "mutate": self.mutate,
+                "remap": (
+                    None if self.remap is None
+                    else keras.saving.serialize_keras_object(self.remap)
+                ),
             }
         )
         return config
