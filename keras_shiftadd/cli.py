@@ -29,6 +29,18 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected an integer >= 0"
+        )
+    return value
+
+
 def _multiple(text):
     value = float(text)
     if not value >= 1.0:
@@ -120,9 +132,10 @@ def _add_mechanism_arguments(parser):
              "is 0, so the target trains alone (default: never)",
     )
     group.add_argument(
-        "--recalibrate", type=int, default=0, metavar="BATCHES",
+        "--recalibrate", type=_non_negative_int, default=20, metavar="BATCHES",
         help="re-estimate the target's BatchNormalization statistics on "
-             "this many training batches before testing (default: 0, off)",
+             "this many training batches before testing and saving; 0 turns "
+             "it off (default: 20)",
     )
 
 

@@ -819,6 +819,13 @@ def load_tfds(name, data_dir=None, download=True, limit=None, test_limit=None, s
             "(https://www.tensorflow.org/datasets/catalog/overview), or use "
             "'digits' or --data DIR."
         ) from error
+    except ImportError as error:
+        raise DataError(
+            f"Could not load TFDS dataset {name!r}: the Python module "
+            f"{error.name!r} that TensorFlow Datasets needs is missing. "
+            f"Install it (pip install {error.name}) or reinstall keras-shiftadd "
+            "with its dependencies."
+        ) from error
     # TFDS reports missing data and failed downloads with many exception types
     # (AssertionError, DownloadError, OSError, urllib and requests errors), so
     # any other failure here is reported with the offline instructions.

@@ -1197,7 +1197,8 @@ class IntegerReference:
             raise _unsupported_integer(
                 layer, "only Shift targets run in integers. Conv2D, "
                 "DepthwiseConv2D, Dense and adder layers are not Shift layers; "
-                "export them with to_litert instead."
+                "export them without an integer reference (to_litert, or "
+                "keras-shiftadd export without --integer-reference)."
             )
         if isinstance(layer, keras.layers.BatchNormalization):
             return _BatchNormStep(layer)

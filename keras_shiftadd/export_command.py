@@ -164,7 +164,7 @@ def _images(x, y, image_size, batch_size):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _load_dataset(args, channels):
+def _load_dataset(args, channels, classes=None):
     from keras_shiftadd import data as data_lib
 
     dataset = data_lib.load(
@@ -175,6 +175,12 @@ def _load_dataset(args, channels):
         raise ValueError(
             f"Dataset {dataset.name!r} has {dataset.image_shape[-1]} channels "
             f"but the model takes {channels}. Pass the dataset the model was "
+            "trained on with --data or --dataset."
+        )
+    if classes is not None and dataset.num_classes != classes:
+        raise ValueError(
+            f"Dataset {dataset.name!r} has {dataset.num_classes} classes but "
+            f"the model predicts {classes}. Pass the dataset the model was "
             "trained on with --data or --dataset."
         )
     return dataset
@@ -206,8 +212,12 @@ def run(args):
 
     model = keras.saving.load_model(model_path, compile=False)
     target = export.target_of(model)
+    if args.integer_reference:
+        # Fails now, before any file is written, for targets that are not
+        # made of Shift layers.
+        export.IntegerReference(target)
     image_size = _image_size(target, args.image_size)
-    dataset = _load_dataset(args, target.input_shape[-1])
+    dataset = _load_dataset(args, target.input_shape[-1], target.output_shape[-1])
     print(
         f"Data: {dataset.name}, {len(dataset.x_test)} test images, "
         f"{len(dataset.x_train)} training images for calibration"

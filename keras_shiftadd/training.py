@@ -45,7 +45,11 @@ class TrainConfig:
     fade_end: float = 0.5  # fraction of the epochs at which fades reach 0
     mutation_end: float = 0.5  # fraction at which mutations reach 1
     augmentation_end: float = None  # fraction from which alpha is 0
-    recalibration_batches: int = 0  # target BN recalibration before testing
+    # Training batches on which the target's BatchNormalization statistics
+    # are re-estimated before testing. The moving averages lag behind the
+    # weights in short runs (a 35-step digits run tested at 28% without and
+    # 70% with recalibration), so it is on by default; 0 turns it off.
+    recalibration_batches: int = 20
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -73,31 +77,44 @@ class EpochTimer(keras.callbacks.Callback):
 
 def check_config(config):
     """Raise ValueError for settings that cannot train."""
+    # (name, value, valid, expected range)
     checks = [
-        ("epochs", config.epochs, isinstance(config.epochs, int) and config.epochs >= 1),
+        ("epochs", config.epochs,
+         isinstance(config.epochs, int) and config.epochs >= 1, "an integer >= 1"),
         ("batch_size", config.batch_size,
-         isinstance(config.batch_size, int) and config.batch_size >= 1),
+         isinstance(config.batch_size, int) and config.batch_size >= 1,
+         "an integer >= 1"),
         ("learning_rate", config.learning_rate,
-         math.isfinite(config.learning_rate) and config.learning_rate > 0),
-        ("weight_decay", config.weight_decay, config.weight_decay >= 0),
+         math.isfinite(config.learning_rate) and config.learning_rate > 0,
+         "a finite number > 0"),
+        ("weight_decay", config.weight_decay, config.weight_decay >= 0,
+         "a number >= 0"),
         ("label_smoothing", config.label_smoothing,
-         0 <= config.label_smoothing < 1),
+         0 <= config.label_smoothing < 1, "a number in [0, 1)"),
         ("image_size", config.image_size,
-         isinstance(config.image_size, int) and config.image_size >= 8),
-        ("alpha", config.alpha, config.alpha >= 0),
-        ("width_mult", config.width_mult, config.width_mult >= 1),
-        ("expand_mult", config.expand_mult, config.expand_mult >= 1),
-        ("fade_end", config.fade_end, 0 <= config.fade_end <= 1),
-        ("mutation_end", config.mutation_end, 0 <= config.mutation_end <= 1),
+         isinstance(config.image_size, int) and config.image_size >= 8,
+         "an integer >= 8 (>= 32 for MobileNet backbones)"),
+        ("alpha", config.alpha, config.alpha >= 0, "a number >= 0"),
+        ("width_mult", config.width_mult, config.width_mult >= 1,
+         "a number >= 1"),
+        ("expand_mult", config.expand_mult, config.expand_mult >= 1,
+         "a number >= 1"),
+        ("fade_end", config.fade_end, 0 <= config.fade_end <= 1,
+         "a number in [0, 1]"),
+        ("mutation_end", config.mutation_end, 0 <= config.mutation_end <= 1,
+         "a number in [0, 1]"),
         ("augmentation_end", config.augmentation_end,
-         config.augmentation_end is None or 0 <= config.augmentation_end <= 1),
+         config.augmentation_end is None or 0 <= config.augmentation_end <= 1,
+         "None or a number in [0, 1]"),
         ("recalibration_batches", config.recalibration_batches,
          isinstance(config.recalibration_batches, int)
-         and config.recalibration_batches >= 0),
+         and config.recalibration_batches >= 0, "an integer >= 0"),
     ]
-    for name, value, valid in checks:
+    for name, value, valid, expected in checks:
         if not valid:
-            raise ValueError(f"Invalid {name}: {value!r}. See --help for the valid range.")
+            raise ValueError(
+                f"Invalid {name}: {value!r}. Expected {expected}."
+            )
     if config.model not in zoo.MODELS:
         raise ValueError(
             f"Unknown model {config.model!r}. Available models: "
@@ -225,10 +242,13 @@ def train(dataset, config, output_dir=None):
     )
 
     if config.recalibration_batches:
+        # Shuffled and augmented like training, so the batches cover every
+        # class whatever the order of the training images.
         recalibration_data = data_lib.make_pipeline(
             dataset.x_train, dataset.y_train, config.image_size,
-            config.batch_size, training=False,
-            num_classes=dataset.num_classes, one_hot=True,
+            config.batch_size, training=True,
+            num_classes=dataset.num_classes, seed=config.seed, one_hot=True,
+            **data_lib.default_augmentation(dataset),
         )
         callbacks_lib.recalibrate_batch_norm(
             model, recalibration_data, steps=config.recalibration_batches
