@@ -12,65 +12,15 @@ import tempfile
 # asked for it; Python-side warnings still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_shiftadd.argtypes import (  # noqa: E402
+    fraction as _fraction,
+    multiple as _multiple,
+    non_negative as _non_negative,
+    non_negative_int as _non_negative_int,
+    positive_int as _positive_int,
+)
+
 logger = logging.getLogger("keras_shiftadd")
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected a positive integer"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text}: expected a positive integer"
-        )
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected an integer >= 0"
-        )
-    return value
-
-
-def _multiple(text):
-    value = float(text)
-    if not value >= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text}: expected a number >= 1"
-        )
-    return value
-
-
-def _non_negative(text):
-    value = float(text)
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text}: expected a number >= 0"
-        )
-    return value
-
-
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected a number in [0, 1]"
-        ) from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text}: expected a number in [0, 1]"
-        )
-    return value
 
 
 def _block_list(text):

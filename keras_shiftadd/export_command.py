@@ -7,23 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_shiftadd.argtypes import positive_int as _positive_int
+
 # Largest top-1 difference, in percentage points, between the Keras model and
 # its float LiteRT export on the test split before `export` fails.
 MAX_ACCURACY_DIFFERENCE = 0.1
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected a positive integer"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text}: expected a positive integer"
-        )
-    return value
 
 
 def add_parser(subparsers):

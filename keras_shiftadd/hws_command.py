@@ -4,19 +4,7 @@ import argparse
 import json
 import os
 
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected a positive integer"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text}: expected a positive integer"
-        )
-    return value
+from keras_shiftadd.argtypes import positive_int as _positive_int
 
 
 def add_parser(subparsers):

@@ -5,21 +5,8 @@ import json
 import os
 import sys
 
+from keras_shiftadd.argtypes import positive_int as _positive_int
 from keras_shiftadd.cost.profile import OPERATORS
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected a positive integer"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text}: expected a positive integer"
-        )
-    return value
 
 
 def add_parser(subparsers):
