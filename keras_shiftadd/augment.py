@@ -752,7 +752,7 @@ def export_target(base, hybrid_graph, op, shift_args, adder_args, name=None):
     """Build the standalone target model of `base` from trained hybrid layers.
 
     The result has the base architecture, with each layer replaced by the one
-    `op` keeps (Shift, adder or ordinary), and holds exactly the weights the
+    `op` keeps (Shift, adder or ordinary), and contains exactly the weights the
     target path uses, so it needs no hybrid layer at inference.
     """
     layers = hybrid_graph.hybrid_layers

@@ -19,7 +19,10 @@ METHODS = {
 
 
 def method_name(op, augmentation):
-    """Return the paper's name of a method, e.g. `AugShift` for shift + aug."""
+    """Return the ShiftAddAug paper's name of a method.
+
+    For example `AugShift` for `op="shift"` with augmentation.
+    """
     plain = {"mult": "Base", "shift": "Shift", "add": "Add"}[op]
     if not augmentation:
         return plain
@@ -281,7 +284,7 @@ class ShiftAddAugModel(keras.Model):
 
         The model has the base architecture, each layer replaced by the one
         the op keeps (`ShiftConv2D`, `AddConv2D`, or the ordinary layer), and
-        holds exactly the weights the target path uses, including the
+        contains exactly the weights the target path uses, including the
         target's own BatchNormalization statistics. Augment blocks are left
         out and mutating layers use `op` alone: the target as it is once the
         `BlockFade` and `BlockMutation` schedules have finished.

@@ -25,7 +25,7 @@ _SQRT2_ABOVE_FLOAT32 = float(
 def shift_range(weight_bits):
     """Return the (min, max) shift exponent that `weight_bits` can encode.
 
-    One bit holds the sign and the remaining `weight_bits - 1` bits hold a
+    One bit stores the sign and the remaining `weight_bits - 1` bits store a
     non-positive shift, so 5 bits give exponents -15..0.
     """
     if (

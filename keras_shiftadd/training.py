@@ -158,7 +158,7 @@ def _resolve_blocks(blocks, base):
 
 
 def compile_for_training(model, config, steps_per_epoch):
-    """Compile `model` with the paper's recipe, scaled to `config.epochs`.
+    """Compile `model` with the ShiftAddAug paper's recipe for `config.epochs`.
 
     SGD with Nesterov momentum 0.9, a cosine learning rate from
     `config.learning_rate` to 0, decoupled weight decay and label smoothing.

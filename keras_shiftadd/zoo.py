@@ -1,4 +1,4 @@
-"""Backbones to augment: a small CNN and the paper's tiny networks."""
+"""Backbones to augment: a small CNN and the tiny networks of the ShiftAddAug paper."""
 
 import keras
 

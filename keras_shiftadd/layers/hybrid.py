@@ -623,7 +623,7 @@ class HybridBatchNormalization(keras.layers.Layer):
 
     `gamma` and `beta` have the augmented width and the target reads their
     leading slice. The augmented path keeps `moving_mean` and
-    `moving_variance` of the augmented width; the target path keeps its own
+    `moving_variance` of the augmented width. The target path keeps its own
     `target_moving_mean` and `target_moving_variance`, so a standalone
     target model is normalized with statistics of its own activations.
 

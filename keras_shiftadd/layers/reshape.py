@@ -12,7 +12,7 @@ class HybridFlatten(keras.layers.Layer):
     A plain `Flatten` interleaves channels with positions, which would
     scatter the target channels. This layer flattens the target channels
     and the augmentation channels separately and concatenates them, so the
-    next dense layer sees the target features as a leading slice. With
+    next dense layer reads the target features as a leading slice. With
     `target=True` it is a plain flatten.
 
     Args:

@@ -62,7 +62,7 @@ class ShiftConv2D(_ShiftMixin, keras.layers.Conv2D):
 
     The layer keeps a float latent kernel `W` and convolves with
     `sign(W) * 2**round(log2|W|)`, the exponent clipped to what `weight_bits`
-    can encode; the inputs are rounded to signed fixed point first. Both
+    can encode. The inputs are rounded to signed fixed point first. Both
     roundings use straight-through gradients (DeepShift-Q), so the layer
     trains like `Conv2D`. In integer inference every product becomes a
     bit-shift and a negation.
