@@ -282,9 +282,10 @@ class _Rewriter:
 
     def __init__(self, base, op, width_mult, expand_mult, bn_momentum, shift_args,
                  adder_args, augment_blocks=(), mutate_blocks=(),
-                 hws_spec=None):
+                 hws_spec=None, augmented_op="mult"):
         self.base = base
         self.hws_spec = hws_spec
+        self.augmented_op = augmented_op
         self.augment_blocks = augment_blocks
         self.mutate_blocks = mutate_blocks
         self.op = op
@@ -451,8 +452,8 @@ class _Rewriter:
 
     def _weighted_common(self, layer):
         config = layer.get_config()
-        mutate = (layer.name in self.mutated
-                  and layer_op(layer, self.op) != "mult")
+        target_op = layer_op(layer, self.op)
+        mutate = layer.name in self.mutated and target_op != "mult"
         return {
             "name": layer.name,
             "activation": config.get("activation"),
@@ -467,6 +468,9 @@ class _Rewriter:
             "dtype": layer.dtype_policy.name,
             "mutate": mutate,
             "remap": self._remap(layer),
+            # Layers whose target stays multiplicative (depthwise and dense
+            # layers of Add models) have a single operator either way.
+            "augmented_op": "mult" if target_op == "mult" else self.augmented_op,
             **self.shift_args,
             **self.adder_args,
         }
@@ -638,19 +642,27 @@ class _Rewriter:
 def build_hybrid_graph(base, op="shift", width_mult=2.0, expand_mult=2.0,
                        bn_momentum=None, weight_bits=5, activation_bits=16,
                        activation_fraction_bits=8, eta=0.2, chunk_size=None,
-                       augment_blocks=(), mutate_blocks=(), hws=False):
+                       augment_blocks=(), mutate_blocks=(), hws=False,
+                       augmented_op="mult"):
     """Rewrite `base` into hybrid augmented and target functional models.
 
     See `augment` for the arguments. `augment_blocks` and `mutate_blocks`
     are residual block numbers (see `residual_blocks`). `hws` is `True` (the
     shipped remap of `op`), `False` (no remap, the default here) or a remap
     spec from `keras_shiftadd.hws`. The remap applies only to layers whose
-    target operator is Shift or Add.
+    target operator is Shift or Add. `augmented_op` is `"mult"` (hybrid
+    computation) or `op` (every channel of a Shift or Add layer uses `op`).
 
     Returns:
         A `HybridGraph`.
     """
     _check_op(op)
+    if augmented_op not in ("mult", op):
+        raise ValueError(
+            "Invalid `augmented_op`: expected 'mult' (hybrid computation) or "
+            f"the target operator op={op!r}. Received: "
+            f"augmented_op={augmented_op!r}"
+        )
     _check_multiplier("width_mult", width_mult)
     _check_multiplier("expand_mult", expand_mult)
     if bn_momentum is not None and not 0.0 <= bn_momentum < 1.0:
@@ -673,6 +685,7 @@ def build_hybrid_graph(base, op="shift", width_mult=2.0, expand_mult=2.0,
         augment_blocks=augment_blocks,
         mutate_blocks=mutate_blocks,
         hws_spec=hws_lib.resolve_hws(hws, op),
+        augmented_op=augmented_op,
     )
     return rewriter.build()
 

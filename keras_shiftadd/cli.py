@@ -143,6 +143,15 @@ def _add_train_parser(subparsers):
                           "(default: 2.0)")
     net.add_argument("--alpha", type=_non_negative, default=1.0,
                      help="weight of the augmented loss (default: 1.0)")
+    net.add_argument("--hws", default="auto", choices=["auto", "on", "off"],
+                     help="heterogeneous weight sharing: auto (the shipped "
+                          "remap for Shift, none for Add), on, or off for "
+                          "ablations (default: auto)")
+    net.add_argument("--augmented-op", default="mult",
+                     choices=["mult", "same"],
+                     help="operator of the augmented channels: mult (hybrid "
+                          "computation) or same as --op, for the ablation "
+                          "of the paper's Table 6 (default: mult)")
     net.add_argument("--compare", action="store_true",
                      help="also train the same op without augmentation, same "
                           "seed and budget, and print both rows")
@@ -226,6 +235,8 @@ def _run_train(args):
         mutation_end=args.mutation_end,
         augmentation_end=args.augmentation_end,
         recalibration_batches=args.recalibrate,
+        hws={"auto": "auto", "on": True, "off": False}[args.hws],
+        augmented_op="mult" if args.augmented_op == "mult" else args.op,
     )
     configs = [base_config]
     if args.compare:

@@ -99,16 +99,42 @@ class ShiftAddAugModel(keras.Model):
             remap spec dict (from `hws.fit_remap` or `hws.load_remap`) is
             used as given, with or without augmentation. Defaults to
             `"auto"`.
+        augmented_op: Operator of the channels outside the target:
+            `"mult"` (hybrid computation, the method of the paper) or `op`,
+            which makes the augmented network multiplication-free too (the
+            "Aug. with Shift" row of the paper's Table 6, for ablations;
+            no HWS and no mutation then). Defaults to `"mult"`.
     """
 
     def __init__(self, base, op="shift", width_mult=2.0, expand_mult=2.0,
                  alpha=1.0, augmentation=True, bn_momentum=None, weight_bits=5,
                  activation_bits=16, activation_fraction_bits=8, eta=0.2,
                  chunk_size=None, augment_blocks=(), mutate_blocks=(),
-                 hws="auto", **kwargs):
+                 hws="auto", augmented_op="mult", **kwargs):
         if op not in OPS:
             raise ValueError(
                 f"Invalid `op`: expected one of {OPS}. Received: op={op!r}"
+            )
+        if augmented_op not in ("mult", op):
+            raise ValueError(
+                "Invalid `augmented_op`: expected 'mult' (hybrid computation, "
+                f"the default) or the target operator op={op!r}. Received: "
+                f"augmented_op={augmented_op!r}"
+            )
+        single_operator = augmented_op != "mult" and op != "mult"
+        if single_operator and mutate_blocks:
+            raise ValueError(
+                f"Invalid `mutate_blocks` for augmented_op={augmented_op!r}: "
+                "block mutation starts from multiplicative blocks, which this "
+                "augmentation does not have. Pass augmented_op='mult' or no "
+                f"mutate_blocks. Received: mutate_blocks={mutate_blocks!r}"
+            )
+        if single_operator and hws not in (False, None, "auto"):
+            raise ValueError(
+                f"Invalid `hws` for augmented_op={augmented_op!r}: every "
+                "channel uses one operator, so nothing is shared between "
+                "operators and no remap applies. Pass hws=False or 'auto'. "
+                f"Received: hws={hws!r}"
             )
         if not isinstance(alpha, (int, float)) or alpha < 0:
             raise ValueError(
@@ -145,7 +171,7 @@ class ShiftAddAugModel(keras.Model):
         self.mutate_blocks = tuple(mutate_blocks or ())
         # A target trained alone shares no weights, so hws=True leaves it
         # as the plain Shift or Add baseline.
-        if hws in (True, "auto") and not augmentation:
+        if hws in (True, "auto") and (not augmentation or single_operator):
             hws = False
         if hws == "auto":
             # NOTE: the shipped Add remap lowered AugAdd accuracy in a short
@@ -154,6 +180,7 @@ class ShiftAddAugModel(keras.Model):
             # Add models use it only when asked with hws=True.
             hws = op == "shift"
         self.hws_spec = hws_lib.resolve_hws(hws, op)
+        self.augmented_op = augmented_op
         self._init_config = {
             "width_mult": width_mult,
             "expand_mult": expand_mult,
@@ -169,6 +196,7 @@ class ShiftAddAugModel(keras.Model):
             augment_blocks=self.augment_blocks,
             mutate_blocks=self.mutate_blocks,
             hws=self.hws_spec or False,
+            augmented_op=augmented_op,
             **self.shift_args,
             **self.adder_args,
         )
@@ -335,6 +363,7 @@ class ShiftAddAugModel(keras.Model):
             # The remap itself, so a reloaded model keeps the one it trained
             # with even if the shipped remap changes.
             "hws": self.hws_spec if self.hws_spec is not None else False,
+            "augmented_op": self.augmented_op,
             **self.shift_args,
             **self.adder_args,
         }

@@ -50,6 +50,11 @@ class TrainConfig:
     # weights in short runs (a 35-step digits run tested at 28% without and
     # 70% with recalibration), so it is on by default; 0 turns it off.
     recalibration_batches: int = 20
+    # Heterogeneous weight sharing ("auto", True or False) and the operator
+    # of the augmented channels ("mult", or `op` for the ablation of the
+    # paper's Table 6); see `ShiftAddAugModel`.
+    hws: object = "auto"
+    augmented_op: str = "mult"
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -210,6 +215,8 @@ def train(dataset, config, output_dir=None):
         augmentation=config.augmentation,
         augment_blocks=_resolve_blocks(config.augment_blocks, base),
         mutate_blocks=_resolve_blocks(config.mutate_blocks, base),
+        hws=config.hws,
+        augmented_op=config.augmented_op,
     )
     method = method_name(config.op, config.augmentation)
 

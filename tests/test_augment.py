@@ -1,5 +1,7 @@
 """Tests of augment(): graph rewrite invariants, target export and saving."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -305,3 +307,42 @@ def test_other_backend_fails_at_compile(monkeypatch):
 
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
         model.compile(optimizer="sgd", loss="mse")
+
+
+def test_shift_only_augmentation(tmp_path, digits_images):
+    model = augment(small_base(), op="shift", augmented_op="shift")
+    randomize_batch_norm(model.augmented_model())
+
+    hybrids = [layer for layer in model.augmented_model().layers
+               if isinstance(layer, (HybridConv2D, HybridDense,
+                                     HybridDepthwiseConv2D))]
+    assert hybrids
+    assert all(layer.augmented_op == "shift" for layer in hybrids)
+    assert all(layer.remap is None for layer in hybrids)
+    np.testing.assert_allclose(
+        model.target_model().predict(digits_images, verbose=0),
+        model.predict(digits_images, verbose=0), rtol=1e-5, atol=1e-5,
+    )
+
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert loaded.augmented_op == "shift"
+    np.testing.assert_allclose(
+        loaded.augmented_model().predict(digits_images, verbose=0),
+        model.augmented_model().predict(digits_images, verbose=0),
+        rtol=1e-6, atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"op": "shift", "augmented_op": "add"}, "augmented_op='add'"),
+        ({"op": "shift", "augmented_op": "shift", "hws": True}, "hws=True"),
+        ({"op": "shift", "augmented_op": "shift", "mutate_blocks": (1,)},
+         "mutate_blocks=(1,)"),
+    ],
+)
+def test_invalid_augmented_op_is_rejected(kwargs, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        augment(small_base(), **kwargs)

@@ -778,3 +778,56 @@ INVALID_CASES = [
 def test_invalid_arguments_raise(make_layer, fragment):
     with pytest.raises(ValueError, match=re.escape(fragment)):
         make_layer()
+
+
+# Single-operator augmentation (augmented_op = op) ----------------------------
+
+
+@pytest.mark.parametrize("op", ["shift", "add"])
+def test_conv_single_operator_uses_op_on_every_channel(op):
+    rng = np.random.default_rng(20)
+    layer = make_conv(op, 4, 2, 5, 3, (3, 3), 2, "same", augmented_op=op)
+    kernel, bias = set_random_weights(layer, rng)
+    x = random_inputs(rng, (2, 7, 6, 4))
+
+    outputs = ops.convert_to_numpy(layer(x))
+
+    expected = reference_mf_conv(op, x, kernel, (2, 2), "same") + bias
+    np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_depthwise_single_operator_uses_shift_on_every_channel():
+    rng = np.random.default_rng(21)
+    layer = make_depthwise("shift", 6, 4, 2, 1, "valid", augmented_op="shift")
+    kernel, bias = set_random_weights(layer, rng)
+    x = random_inputs(rng, (2, 6, 5, 6))
+
+    outputs = ops.convert_to_numpy(layer(x))
+
+    expected = reference_mf_depthwise("shift", x, kernel, (1, 1), "valid") + bias
+    np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("op", ["shift", "add"])
+def test_dense_single_operator_uses_op_on_every_channel(op):
+    rng = np.random.default_rng(22)
+    layer = make_dense(op, 6, 3, 5, 2, augmented_op=op)
+    kernel, bias = set_random_weights(layer, rng)
+    x = random_inputs(rng, (4, 6))
+
+    outputs = ops.convert_to_numpy(layer(x))
+
+    expected = reference_mf_dense(op, x, kernel) + bias
+    np.testing.assert_allclose(outputs, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"op": "shift", "augmented_op": "add"}, "augmented_op='add'"),
+        ({"op": "shift", "augmented_op": "shift", "mutate": True}, "mutate=True"),
+    ],
+)
+def test_invalid_augmented_op_raises(kwargs, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        HybridDense(4, 2, input_dim=6, target_input_dim=3, **kwargs)

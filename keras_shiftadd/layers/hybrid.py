@@ -37,6 +37,11 @@ class _HybridLayer(keras.layers.Layer):
     `None`) is heterogeneous weight sharing: the multiplication-free operator
     reads the target slice through it, Shift as `W + R(W)` (mode "bias") and
     Add as `R(W)` (mode "replace"), while multiplication reads `W` itself.
+
+    `augmented_op` is the operator of the entries outside the target slice:
+    `"mult"` (hybrid computation, the default) or `op` itself, which makes
+    the whole augmented layer multiplication-free (the "Aug. with Shift"
+    ablation of the ShiftAddAug paper, Table 6).
     """
 
     allowed_ops = OPS
@@ -46,7 +51,8 @@ class _HybridLayer(keras.layers.Layer):
                  kernel_regularizer=None, bias_regularizer=None,
                  kernel_constraint=None, bias_constraint=None, weight_bits=5,
                  activation_bits=16, activation_fraction_bits=8, eta=0.2,
-                 chunk_size=None, mutate=False, remap=None, **kwargs):
+                 chunk_size=None, mutate=False, remap=None, augmented_op="mult",
+                 **kwargs):
         super().__init__(**kwargs)
         if op not in self.allowed_ops:
             raise ValueError(
@@ -78,6 +84,31 @@ class _HybridLayer(keras.layers.Layer):
             )
         self.mutate = bool(mutate)
         self.remap = self._check_remap(remap)
+        self.augmented_op = self._check_augmented_op(augmented_op)
+
+    def _check_augmented_op(self, augmented_op):
+        if augmented_op not in ("mult", self.op):
+            raise ValueError(
+                f"Invalid `augmented_op` for layer '{self.name}': expected "
+                f"'mult' (hybrid computation) or op={self.op!r} (the extra "
+                f"channels use the target's operator too). Received: "
+                f"augmented_op={augmented_op!r}"
+            )
+        if augmented_op != "mult" and (self.mutate or self.remap is not None):
+            raise ValueError(
+                f"Invalid `augmented_op` for layer '{self.name}': with "
+                f"augmented_op={augmented_op!r} every channel uses one "
+                "operator, so there is no multiplicative block to mutate "
+                "from and no heterogeneous sharing to remap. Received: "
+                f"mutate={self.mutate}, remap="
+                f"{'set' if self.remap is not None else None}"
+            )
+        return augmented_op
+
+    @property
+    def _single_operator(self):
+        """True when the augmented path uses one operator on every channel."""
+        return self.op == "mult" or self.augmented_op == self.op
 
     def _check_remap(self, remap):
         if remap is None:
@@ -214,6 +245,7 @@ class _HybridLayer(keras.layers.Layer):
                 "eta": self.eta,
                 "chunk_size": self.chunk_size,
                 "mutate": self.mutate,
+                "augmented_op": self.augmented_op,
                 "remap": (
                     None if self.remap is None
                     else keras.saving.serialize_keras_object(self.remap)
@@ -372,6 +404,8 @@ class HybridConv2D(_HybridLayer):
 
         if self.op == "mult":
             return self._finish(self._conv(inputs, self.kernel), bias)
+        if self._single_operator:
+            return self._finish(self._pure_mf_conv(inputs, self.kernel), bias)
 
         if ct == self.input_channels:
             # Unwidened input (the stem): only the extra filters multiply.
@@ -500,6 +534,10 @@ class HybridDepthwiseConv2D(_HybridLayer):
 
         if self.op == "mult":
             return self._finish(self._depthwise(inputs, self.kernel), bias)
+        if self._single_operator:
+            return self._finish(
+                self._pure_mf_depthwise(inputs, self.kernel), bias
+            )
         if ct == self.input_channels:
             return self._finish(self._mf_depthwise(inputs, self.kernel), bias)
 
@@ -598,6 +636,8 @@ class HybridDense(_HybridLayer):
 
         if self.op == "mult":
             return self._finish(ops.matmul(inputs, self.kernel), bias)
+        if self._single_operator:
+            return self._finish(self._pure_mf_matmul(inputs, self.kernel), bias)
 
         mult = ops.matmul(inputs, self.kernel * self._mult_mask)
         mf = self._mf_matmul(inputs[..., :dt], target_kernel)
