@@ -4,9 +4,13 @@ The reference unfolds the zero-padded input into windows with explicit
 loops in float64. It implements AdderNet's gradients: X - F for the kernel,
 optionally rescaled to norm eta * sqrt(kernel.size), and clip(F - X, -1, 1)
 for the input, folded back to input positions by summation.
+
+Numerical tests run once per implementation (the native kernels and the
+TensorFlow one), chosen with the KERAS_SHIFTADD_ADDER environment variable.
 """
 
 import math
+import re
 import os
 import subprocess
 import sys
@@ -17,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_shiftadd import kernels
 from keras_shiftadd.layers.adder import (
     CHUNK_FLOATS,
     AddConv2D,
@@ -27,6 +32,13 @@ from keras_shiftadd.layers.adder import (
 )
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(params=["native", "tensorflow"])
+def implementation(request, monkeypatch):
+    """Run the test with one adder implementation for every call."""
+    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", request.param)
+    return request.param
 
 
 # --------------------------------------------------------------------------
@@ -147,6 +159,10 @@ CONV_CASES = [
     (1, 6, 7, 5, 4, (3, 1), (2, 2), "valid", 1000),  # chunk larger than N
     (3, 7, 7, 3, 4, (1, 3), (2, 1), "same", 5),  # unequal strides
     (3, 8, 9, 5, 2, (2, 4), (1, 3), "same", None),  # even kernel sizes
+    # More filters than one register tile and a ragged last vector.
+    (5, 9, 7, 7, 33, (3, 3), (2, 2), "same", None),
+    # 132 windows per image: several blocks of the native kernels.
+    (2, 12, 11, 3, 17, (3, 3), (1, 1), "same", None),
 ]
 
 
@@ -169,7 +185,7 @@ def make_conv_case(case, seed=0):
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_case_id)
-def test_conv_forward_matches_reference(case):
+def test_conv_forward_matches_reference(case, implementation):
     *_, strides, padding, chunk_size = case
     x, kernel, _ = make_conv_case(case)
 
@@ -182,7 +198,7 @@ def test_conv_forward_matches_reference(case):
 
 @pytest.mark.parametrize("eta", [None, 0.2])
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_case_id)
-def test_conv_gradients_match_reference(case, eta):
+def test_conv_gradients_match_reference(case, eta, implementation):
     *_, strides, padding, chunk_size = case
     x, kernel, rng = make_conv_case(case)
     expected_y, _, _ = reference_adder_conv2d(x, kernel, strides, padding)
@@ -205,7 +221,7 @@ def test_conv_gradients_match_reference(case, eta):
     assert_close(grad_kernel, expected_grad_kernel, rtol=1e-4)
 
 
-def test_conv_gradient_scaling_sets_norm():
+def test_conv_gradient_scaling_sets_norm(implementation):
     case = CONV_CASES[2]
     x, kernel, rng = make_conv_case(case)
     upstream = rng.normal(size=(3, 7, 6, 4)).astype("float32")
@@ -218,7 +234,7 @@ def test_conv_gradient_scaling_sets_norm():
     assert np.linalg.norm(grad_kernel) == pytest.approx(expected_norm, rel=1e-5)
 
 
-def test_conv_zero_gradient_stays_zero():
+def test_conv_zero_gradient_stays_zero(implementation):
     x, kernel, _ = make_conv_case(CONV_CASES[2])
     upstream = np.zeros((3, 7, 6, 4), "float32")
 
@@ -230,7 +246,7 @@ def test_conv_zero_gradient_stays_zero():
     assert np.all(np.asarray(grad_x) == 0.0)
 
 
-def test_conv_kernel_slice_gets_gradient():
+def test_conv_kernel_slice_gets_gradient(implementation):
     x, kernel, rng = make_conv_case(CONV_CASES[2])
     shared = tf.Variable(np.concatenate([kernel, kernel], axis=-1))
     upstream = rng.normal(size=(3, 7, 6, 4)).astype("float32")
@@ -254,6 +270,8 @@ def test_conv_xla_matches_eager():
     upstream = rng.normal(size=(3, 4, 4, 4)).astype("float32")
     kwargs = dict(strides=strides, padding=padding, chunk_size=chunk_size)
 
+    # Eagerly the native kernels run where they build; under XLA the
+    # TensorFlow implementation takes over, as no custom op compiles there.
     eager = conv_gradients(x, kernel, upstream, **kwargs)
     compiled = tf.function(
         lambda x, kernel: conv_gradients(x, kernel, upstream, **kwargs),
@@ -264,7 +282,7 @@ def test_conv_xla_matches_eager():
         assert_close(compiled_value, eager_value, rtol=1e-4)
 
 
-def test_conv_empty_batch():
+def test_conv_empty_batch(implementation):
     y = adder_conv2d(
         np.zeros((0, 5, 5, 2), "float32"), np.zeros((3, 3, 2, 4), "float32")
     )
@@ -283,7 +301,7 @@ def test_default_chunk_size():
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=conv_case_id)
-def test_conv_layer_output_shape_matches_conv2d(case):
+def test_conv_layer_output_shape_matches_conv2d(case, implementation):
     batch, height, width, channels, filters, kernel_size, strides, padding, _ = (
         case
     )
@@ -298,7 +316,7 @@ def test_conv_layer_output_shape_matches_conv2d(case):
     assert layer(np.zeros(input_shape, "float32")).shape == expected
 
 
-def test_conv_layer_matches_function():
+def test_conv_layer_matches_function(implementation):
     x, _, _ = make_conv_case(CONV_CASES[4])
     layer = AddConv2D(
         4,
@@ -329,7 +347,7 @@ def test_conv_layer_rejects_small_input():
 
 @pytest.mark.parametrize("eta", [None, 0.2])
 @pytest.mark.parametrize("batch,chunk_size", [(1, None), (5, 2), (6, 3)])
-def test_dense_matches_reference(batch, chunk_size, eta):
+def test_dense_matches_reference(batch, chunk_size, eta, implementation):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(batch, 7)).astype("float32")
     kernel = (0.5 * rng.normal(size=(7, 3))).astype("float32")
@@ -351,7 +369,7 @@ def test_dense_matches_reference(batch, chunk_size, eta):
     assert_close(grad_kernel, expected_grad_kernel, rtol=1e-4)
 
 
-def test_dense_layer_accepts_rank_3():
+def test_dense_layer_accepts_rank_3(implementation):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 5, 7)).astype("float32")
     layer = AddDense(3, use_bias=True, bias_initializer="ones")
@@ -411,7 +429,7 @@ def test_dense_layer_config_round_trip():
     assert config["eta"] == 0.5
 
 
-def test_model_save_load_round_trip(tmp_path):
+def test_model_save_load_round_trip(tmp_path, implementation):
     keras.utils.set_random_seed(3)
     model = keras.Sequential(
         [
@@ -435,7 +453,7 @@ def test_model_save_load_round_trip(tmp_path):
     )
 
 
-def test_fit_lowers_loss():
+def test_fit_lowers_loss(implementation):
     keras.utils.set_random_seed(5)
     rng = np.random.default_rng(5)
     # The label is whether the image's mean is positive.
@@ -568,3 +586,97 @@ def test_chunking_bounds_memory():
     assert result.returncode == 0, result.stderr
     growth_mib = float(result.stdout.strip().splitlines()[-1])
     assert growth_mib < 1500, f"peak RSS grew by {growth_mib:.0f} MiB"
+
+
+# --------------------------------------------------------------------------
+# Choice of implementation
+
+
+def test_native_path_is_taken_when_it_builds(monkeypatch):
+    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", "auto")
+    x, kernel, _ = make_conv_case(CONV_CASES[2])
+
+    graph = tf.function(
+        lambda x: adder_conv2d(x, kernel, padding="same")
+    ).get_concrete_function(tf.TensorSpec(x.shape, tf.float32)).graph
+    op_types = {op.type for op in graph.get_operations()}
+
+    assert kernels.load() is not None
+    assert "KerasShiftaddAdderConv2D" in op_types
+
+
+@pytest.fixture
+def broken_compiler(monkeypatch, tmp_path):
+    """Make the native kernels fail to build, as on a machine without C++."""
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("KERAS_SHIFTADD_CACHE_DIR", str(tmp_path / "cache"))
+    kernels.reset()
+    yield
+    # Forget the failure so later tests load the real library again.
+    kernels.reset()
+
+
+def test_fallback_when_native_kernels_do_not_build(
+    broken_compiler, monkeypatch, caplog
+):
+    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", "auto")
+    case = CONV_CASES[4]
+    *_, strides, padding, _ = case
+    x, kernel, rng = make_conv_case(case)
+    expected_y, _, _ = reference_adder_conv2d(x, kernel, strides, padding)
+    upstream = rng.normal(size=expected_y.shape).astype("float32")
+
+    with caplog.at_level("WARNING", logger="keras_shiftadd.kernels"):
+        y, grad_x, grad_kernel = conv_gradients(
+            x, kernel, upstream, strides=strides, padding=padding
+        )
+    _, expected_grad_x, expected_grad_kernel = reference_adder_conv2d(
+        x, kernel, strides, padding, upstream, eta=0.2
+    )
+
+    assert kernels.load() is None
+    assert "Native adder kernels unavailable" in caplog.text
+    assert "no-such-compiler" in caplog.text
+    assert_close(y, expected_y)
+    assert_close(grad_x, expected_grad_x, rtol=1e-4)
+    assert_close(grad_kernel, expected_grad_kernel, rtol=1e-4)
+    assert not os.listdir(os.environ["KERAS_SHIFTADD_CACHE_DIR"])
+
+
+def test_native_request_raises_when_unavailable(broken_compiler):
+    x, kernel, _ = make_conv_case(CONV_CASES[0])
+
+    with pytest.raises(kernels.NativeKernelError, match="no-such-compiler"):
+        adder_conv2d(x, kernel, implementation="native")
+
+
+def test_float16_falls_back_to_tensorflow(monkeypatch):
+    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", "auto")
+    x, kernel, _ = make_conv_case(CONV_CASES[2])
+    expected, _, _ = reference_adder_conv2d(x, kernel, (1, 1), "same")
+
+    y = adder_conv2d(x.astype("float16"), kernel, padding="same")
+
+    assert y.dtype == tf.float16
+    assert_close(np.float32(y), expected, rtol=2e-3)
+    with pytest.raises(ValueError, match="dtype=float16"):
+        adder_conv2d(x.astype("float16"), kernel, implementation="native")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [("fast", "KERAS_SHIFTADD_ADDER='fast'"), ("", "KERAS_SHIFTADD_ADDER=''")],
+)
+def test_invalid_implementation_setting_raises(monkeypatch, setting, message):
+    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", setting)
+    x, kernel, _ = make_conv_case(CONV_CASES[0])
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        adder_conv2d(x, kernel)
+
+
+def test_invalid_implementation_argument_raises():
+    x, kernel, _ = make_conv_case(CONV_CASES[0])
+
+    with pytest.raises(ValueError, match="implementation='c'"):
+        adder_conv2d(x, kernel, implementation="c")

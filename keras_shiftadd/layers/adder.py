@@ -15,7 +15,18 @@ and adaptive gradient scaling multiplies each layer's weight gradient by
 `eta * sqrt(numel(F)) / max(||dL/dF||_2, 1e-12)`.
 
 The L1 core is a TensorFlow function with `tf.custom_gradient`, so these
-layers run only on the TensorFlow backend.
+layers run only on the TensorFlow backend. It has two implementations: the
+native CPU kernels of `keras_shiftadd.kernels` (compiled on first use, for
+float32 on the CPU), and a pure TensorFlow one that works on chunks of rows,
+used where the native kernels do not build, for other dtypes and on GPUs.
+The `KERAS_SHIFTADD_ADDER` environment variable or the `implementation`
+argument of `adder_conv2d` and `adder_dense` chooses between them.
+
+NOTE: a graph traced with the native kernels, such as a SavedModel from
+`model.export()`, contains their custom operations. Call
+`keras_shiftadd.kernels.load()` before `tf.saved_model.load`, or export with
+`KERAS_SHIFTADD_ADDER=tensorflow` for a graph of standard operations.
+(`keras_shiftadd.export.to_litert` writes its own builtin operations.)
 """
 
 import math
@@ -24,6 +35,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import activations, constraints, initializers, ops, regularizers
+
+from keras_shiftadd import kernels
 
 # The forward pass and the input gradient process the rows of the patch
 # matrix in chunks whose (rows, depth, filters) difference tensor contains
@@ -217,6 +230,96 @@ def _negative_l1_distance(patches, weights, eta, chunk_size):
     return distance(patches, weights)
 
 
+def _check_implementation(implementation):
+    if implementation is None:
+        return kernels.implementation_setting()
+    if implementation not in kernels.IMPLEMENTATIONS:
+        raise ValueError(
+            "Invalid `implementation`: expected None (the "
+            "KERAS_SHIFTADD_ADDER setting) or one of "
+            f"{kernels.IMPLEMENTATIONS}. Received: "
+            f"implementation={implementation!r}"
+        )
+    return implementation
+
+
+# Plain Python (file checks, a compiler run) that must not be converted by
+# AutoGraph when the first call happens while a tf.function is traced.
+@tf.autograph.experimental.do_not_convert
+def _native_library(implementation, dtype):
+    """Return the native kernel module for this call, or None for TensorFlow.
+
+    `implementation` is checked by `_check_implementation`. The native
+    kernels compute in float32 on the CPU only.
+    """
+    if implementation == "tensorflow":
+        return None
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    # XLA cannot compile a custom operation, so jit-compiled functions
+    # (`jit_compile=True`) take the TensorFlow implementation.
+    in_xla = _in_xla_function()
+    if dtype != tf.float32 or not on_cpu or in_xla:
+        if implementation == "native":
+            raise ValueError(
+                "The native adder kernels need float32 inputs on a machine "
+                "without a GPU, outside XLA-compiled functions. Pass "
+                "implementation='auto' or 'tensorflow'. Received: "
+                f"dtype={dtype.name}, GPUs visible: {not on_cpu}, inside "
+                f"XLA: {in_xla}"
+            )
+        return None
+    # With "native", raises NativeKernelError with the reason when the
+    # kernels do not load.
+    return kernels.load(required=implementation == "native")
+
+
+def _in_xla_function():
+    """Return True while tracing a function compiled with XLA."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # A private module; without it, assume no XLA.
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph()
+    )
+
+
+def _native_adder_conv2d(library, inputs, kernel, strides, padding, eta):
+    """Adder convolution with the native kernels and AdderNet gradients.
+
+    The kernel gradient sum_n g * (p - w) is a backprop-filter convolution
+    of the inputs with the upstream gradient minus `kernel` times the summed
+    upstream gradient, so it runs on TensorFlow's optimized convolution.
+    """
+    attributes = {"strides": list(strides), "padding": padding.upper()}
+
+    @tf.custom_gradient
+    def distance(inputs, kernel):
+        outputs = library.keras_shiftadd_adder_conv2d(inputs, kernel, **attributes)
+
+        def gradient(upstream):
+            inputs_gradient = library.keras_shiftadd_adder_conv2d_input_grad(
+                inputs, kernel, upstream, **attributes
+            )
+            products = tf.raw_ops.Conv2DBackpropFilter(
+                input=inputs,
+                filter_sizes=tf.shape(kernel),
+                out_backprop=upstream,
+                strides=[1, strides[0], strides[1], 1],
+                padding=padding.upper(),
+            )
+            kernel_gradient = products - kernel * tf.reduce_sum(
+                upstream, axis=[0, 1, 2]
+            )
+            if eta is not None:
+                kernel_gradient = _scale_adaptive(kernel_gradient, eta)
+            return inputs_gradient, kernel_gradient
+
+        return outputs, gradient
+
+    return distance(inputs, kernel)
+
+
 def _conv_output_length(length, kernel_length, stride, padding):
     """Return the output length of `keras.layers.Conv2D` (int, tensor or None)."""
     if length is None:
@@ -265,45 +368,8 @@ def _kernel_matrix(kernel):
     return tf.reshape(kernel, [channels * kernel_height * kernel_width, filters])
 
 
-def adder_conv2d(
-    inputs, kernel, strides=1, padding="valid", eta=0.2, chunk_size=None
-):
-    """Compute the adder convolution of `inputs` with `kernel`.
-
-    Args:
-        inputs: (B, H, W, C) float tensor.
-        kernel: (kh, kw, C, F) tensor with a fully known shape. A variable or
-            any tensor derived from one, such as a slice, receives a gradient.
-        strides: int or pair of ints.
-        padding: "valid" or "same", as in `keras.layers.Conv2D`.
-        eta: adaptive gradient scaling factor, or None to disable it.
-        chunk_size: maximum patch rows per chunk, or None for
-            `default_chunk_size(kh * kw * C, F)`.
-
-    Returns:
-        (B, H', W', F) tensor of `-sum |patch - kernel|` over each window.
-    """
-    _check_tensorflow_backend("adder_conv2d")
-    strides = _normalize_pair(strides, "strides")
-    padding = _normalize_padding(padding)
-    eta = _check_eta(eta)
-    chunk_size = _check_chunk_size(chunk_size)
-
-    inputs = tf.convert_to_tensor(inputs)
-    kernel = tf.cast(tf.convert_to_tensor(kernel), inputs.dtype)
-    if kernel.shape.rank != 4 or inputs.shape.rank != 4:
-        raise ValueError(
-            "Invalid shapes: expected inputs of rank 4 (B, H, W, C) and a "
-            f"kernel of rank 4 (kh, kw, C, F). Received: "
-            f"inputs.shape={inputs.shape}, kernel.shape={kernel.shape}"
-        )
-    if inputs.shape[-1] != kernel.shape[2]:
-        raise ValueError(
-            "Invalid `kernel`: its input channels (axis 2) must equal the "
-            f"input channels. Received: inputs.shape={inputs.shape}, "
-            f"kernel.shape={kernel.shape}"
-        )
-
+def _tensorflow_adder_conv2d(inputs, kernel, strides, padding, eta, chunk_size):
+    """Adder convolution as patch extraction plus the chunked L1 distance."""
     kernel_height, kernel_width, channels, filters = kernel.shape
     patches = _extract_patches(
         inputs, (kernel_height, kernel_width), strides, padding
@@ -329,6 +395,64 @@ def adder_conv2d(
     outputs = tf.reshape(
         distances, [input_shape[0], output_height, output_width, filters]
     )
+    return outputs
+
+
+def adder_conv2d(
+    inputs, kernel, strides=1, padding="valid", eta=0.2, chunk_size=None,
+    implementation=None,
+):
+    """Compute the adder convolution of `inputs` with `kernel`.
+
+    Args:
+        inputs: (B, H, W, C) float tensor.
+        kernel: (kh, kw, C, F) tensor with a fully known shape. A variable or
+            any tensor derived from one, such as a slice, receives a gradient.
+        strides: int or pair of ints.
+        padding: "valid" or "same", as in `keras.layers.Conv2D`.
+        eta: adaptive gradient scaling factor, or None to disable it.
+        chunk_size: maximum patch rows per chunk of the TensorFlow
+            implementation, or None for `default_chunk_size(kh * kw * C, F)`.
+        implementation: `"auto"` (the native kernels for float32 on the
+            CPU where they build, else TensorFlow), `"native"` (raise if
+            they cannot be used), `"tensorflow"`, or None for the
+            `KERAS_SHIFTADD_ADDER` environment variable (default `"auto"`).
+
+    Returns:
+        (B, H', W', F) tensor of `-sum |patch - kernel|` over each window.
+    """
+    _check_tensorflow_backend("adder_conv2d")
+    strides = _normalize_pair(strides, "strides")
+    padding = _normalize_padding(padding)
+    eta = _check_eta(eta)
+    chunk_size = _check_chunk_size(chunk_size)
+    implementation = _check_implementation(implementation)
+
+    inputs = tf.convert_to_tensor(inputs)
+    kernel = tf.cast(tf.convert_to_tensor(kernel), inputs.dtype)
+    if kernel.shape.rank != 4 or inputs.shape.rank != 4:
+        raise ValueError(
+            "Invalid shapes: expected inputs of rank 4 (B, H, W, C) and a "
+            f"kernel of rank 4 (kh, kw, C, F). Received: "
+            f"inputs.shape={inputs.shape}, kernel.shape={kernel.shape}"
+        )
+    if inputs.shape[-1] != kernel.shape[2]:
+        raise ValueError(
+            "Invalid `kernel`: its input channels (axis 2) must equal the "
+            f"input channels. Received: inputs.shape={inputs.shape}, "
+            f"kernel.shape={kernel.shape}"
+        )
+
+    kernel_height, kernel_width, channels, filters = kernel.shape
+    library = _native_library(implementation, inputs.dtype)
+    if library is not None:
+        outputs = _native_adder_conv2d(
+            library, inputs, kernel, strides, padding, eta
+        )
+    else:
+        outputs = _tensorflow_adder_conv2d(
+            inputs, kernel, strides, padding, eta, chunk_size
+        )
     outputs.set_shape(
         [
             inputs.shape[0],
@@ -340,7 +464,7 @@ def adder_conv2d(
     return outputs
 
 
-def adder_dense(inputs, kernel, eta=0.2, chunk_size=None):
+def adder_dense(inputs, kernel, eta=0.2, chunk_size=None, implementation=None):
     """Compute `-sum_d |inputs[..., d] - kernel[d, f]|`.
 
     Args:
@@ -348,8 +472,9 @@ def adder_dense(inputs, kernel, eta=0.2, chunk_size=None):
         kernel: (D, F) tensor with a fully known shape. A variable or any
             tensor derived from one receives a gradient.
         eta: adaptive gradient scaling factor, or None to disable it.
-        chunk_size: maximum rows per chunk, or None for
-            `default_chunk_size(D, F)`.
+        chunk_size: maximum rows per chunk of the TensorFlow
+            implementation, or None for `default_chunk_size(D, F)`.
+        implementation: as in `adder_conv2d`.
 
     Returns:
         (..., F) tensor.
@@ -357,6 +482,7 @@ def adder_dense(inputs, kernel, eta=0.2, chunk_size=None):
     _check_tensorflow_backend("adder_dense")
     eta = _check_eta(eta)
     chunk_size = _check_chunk_size(chunk_size)
+    implementation = _check_implementation(implementation)
 
     inputs = tf.convert_to_tensor(inputs)
     kernel = tf.cast(tf.convert_to_tensor(kernel), inputs.dtype)
@@ -367,9 +493,22 @@ def adder_dense(inputs, kernel, eta=0.2, chunk_size=None):
         )
 
     depth, units = kernel.shape
-    distances = _negative_l1_distance(
-        tf.reshape(inputs, [-1, depth]), kernel, eta, chunk_size
-    )
+    library = _native_library(implementation, inputs.dtype)
+    if library is not None:
+        # A dense adder layer is a 1x1 adder convolution of a 1x1 image.
+        distances = _native_adder_conv2d(
+            library,
+            tf.reshape(inputs, [-1, 1, 1, depth]),
+            tf.reshape(kernel, [1, 1, depth, units]),
+            (1, 1),
+            "valid",
+            eta,
+        )
+        distances = tf.reshape(distances, [-1, units])
+    else:
+        distances = _negative_l1_distance(
+            tf.reshape(inputs, [-1, depth]), kernel, eta, chunk_size
+        )
     outputs = tf.reshape(
         distances, tf.concat([tf.shape(inputs)[:-1], [units]], 0)
     )
@@ -386,7 +525,9 @@ class AddConv2D(keras.layers.Layer):
     practice every adder layer needs a `BatchNormalization` after it. Training
     uses AdderNet's gradients: X - F for the kernel, clip(F - X, -1, 1) for
     the input, and adaptive gradient scaling of the kernel gradient to norm
-    `eta * sqrt(kernel.size)`. Requires the TensorFlow backend.
+    `eta * sqrt(kernel.size)`. Requires the TensorFlow backend. On the CPU,
+    float32 layers run on the native kernels of `keras_shiftadd.kernels`,
+    compiled on first use; see `adder_conv2d` for the choice.
 
     Args:
         filters: int, the number of output channels.
@@ -410,7 +551,9 @@ class AddConv2D(keras.layers.Layer):
         chunk_size: maximum number of output positions (rows of the patch
             matrix) processed at once, or `None` for a chunk whose
             (rows, kh*kw*C, filters) difference tensor contains about 2**21
-            floats. It bounds memory and does not change the result.
+            floats. It bounds the memory of the TensorFlow implementation
+            (the native kernels need no chunks) and does not change the
+            result.
 
     Input shape:
         4D tensor `(batch, height, width, channels)`.
@@ -579,8 +722,8 @@ class AddDense(keras.layers.Layer):
             to use the unscaled x - w gradient.
         chunk_size: maximum number of input rows processed at once, or
             `None` for a chunk whose (rows, input_dim, units) difference
-            tensor contains about 2**21 floats. It bounds memory and does not
-            change the result.
+            tensor contains about 2**21 floats. It bounds the memory of the
+            TensorFlow implementation and does not change the result.
 
     Input shape:
         N-D tensor `(batch, ..., input_dim)`, usually `(batch, input_dim)`.
