@@ -275,6 +275,7 @@ def train(dataset, config, output_dir=None):
         "train_accuracy": float(history.history["accuracy"][-1]),
         "params": int(target.count_params()),
         "epoch_time_s": float(statistics.median(timer.times)),
+        "epoch_times_s": [float(t) for t in timer.times],
         "train_images": int(len(dataset.x_train)),
         "test_images": int(len(dataset.x_test)),
         "config": dataclasses.asdict(config),

@@ -170,3 +170,37 @@ def test_invalid_options_exit_with_usage(argv, capsys):
 
     assert error.value.code == 2
     assert "invalid" in capsys.readouterr().err
+
+
+def test_build_kernels_reports_library(capsys):
+    status = cli.main(["build-kernels"])
+
+    output = capsys.readouterr().out
+    assert status == 0
+    assert "Native adder kernels ready" in output
+    assert output.strip().endswith(".so")
+
+
+def test_build_kernels_without_compiler_fails(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("KERAS_SHIFTADD_CACHE_DIR", str(tmp_path / "cache"))
+
+    status = cli.main(["build-kernels"])
+
+    assert status == 1
+    assert "no-such-compiler" in capsys.readouterr().err
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_train_with_hws_off_and_single_operator(tmp_path, capsys):
+    output = tmp_path / "run"
+
+    status = cli.main([
+        "train", "--epochs", "1", "--limit", "200", "--hws", "off",
+        "--augmented-op", "same", "--quiet", "--output", str(output),
+    ])
+
+    assert status == 0
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["config"]["hws"] is False
+    assert metrics["config"]["augmented_op"] == "shift"
