@@ -663,16 +663,73 @@ def test_float16_falls_back_to_tensorflow(monkeypatch):
         adder_conv2d(x.astype("float16"), kernel, implementation="native")
 
 
-@pytest.mark.parametrize(
-    "setting, message",
-    [("fast", "KERAS_SHIFTADD_ADDER='fast'"), ("", "KERAS_SHIFTADD_ADDER=''")],
-)
-def test_invalid_implementation_setting_raises(monkeypatch, setting, message):
-    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", setting)
+def test_invalid_implementation_setting_raises(monkeypatch):
+    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", "fast")
     x, kernel, _ = make_conv_case(CONV_CASES[0])
 
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ValueError, match=re.escape("KERAS_SHIFTADD_ADDER='fast'")):
         adder_conv2d(x, kernel)
+
+
+def test_empty_implementation_setting_means_auto(monkeypatch):
+    monkeypatch.setenv("KERAS_SHIFTADD_ADDER", " ")
+
+    assert kernels.implementation_setting() == "auto"
+
+
+def test_valid_input_smaller_than_kernel_raises(implementation):
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        adder_conv2d(
+            np.zeros((1, 2, 5, 1), "float32"), np.ones((3, 3, 1, 4), "float32")
+        )
+
+
+def test_nan_input_gives_nan_gradient(implementation):
+    x, kernel, rng = make_conv_case(CONV_CASES[2])
+    x[1, 3, 2, 0] = np.nan
+    upstream = rng.normal(size=(3, 7, 6, 4)).astype("float32")
+
+    y, grad_x, grad_kernel = conv_gradients(
+        x, kernel, upstream, padding="same", eta=None
+    )
+
+    assert np.isnan(np.asarray(y)[1, 3, 2]).all()
+    assert np.isnan(np.asarray(grad_x)[1, 3, 2, 0])
+    assert np.isfinite(np.asarray(grad_x)[0]).all()
+    assert np.isnan(np.asarray(grad_kernel)).any()
+
+
+def test_cached_library_is_rebuilt_shared_and_used_without_compiler(tmp_path):
+    cache = tmp_path / "cache"
+    env = {"KERAS_SHIFTADD_CACHE_DIR": str(cache), "KERAS_SHIFTADD_ADDER": "native"}
+    code = """
+        import numpy as np
+        from keras_shiftadd import kernels
+        from keras_shiftadd.layers.adder import adder_conv2d
+        y = adder_conv2d(np.ones((1, 4, 4, 2), "float32"),
+                         np.zeros((3, 3, 2, 5), "float32"))
+        print(float(np.asarray(y).sum()), kernels.library_path())
+        """
+    # A corrupt file where the library belongs, as a crash could leave.
+    cache.mkdir()
+    result = run_python("from keras_shiftadd import kernels; "
+                        "print(kernels.library_path())", **env)
+    path = result.stdout.strip().splitlines()[-1]
+    with open(path, "wb") as file:
+        file.write(b"not a library")
+
+    rebuilt = run_python(code, **env)
+    # Without any compiler on the PATH, the cached library still loads.
+    without_compiler = run_python(code, PATH=str(tmp_path / "empty-bin"), **env)
+
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout.splitlines()[-1].split() == ["-360.0", path]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o755 & ~umask
+    assert sorted(os.listdir(cache)) == [os.path.basename(path)]
+    assert without_compiler.returncode == 0, without_compiler.stderr
+    assert without_compiler.stdout.splitlines()[-1].split() == ["-360.0", path]
 
 
 def test_invalid_implementation_argument_raises():

@@ -16,13 +16,15 @@ Environment variables:
   `tensorflow` (never build or load them).
 - `KERAS_SHIFTADD_CACHE_DIR`: where compiled libraries go. Defaults to
   `$XDG_CACHE_HOME/keras_shiftadd` or `~/.cache/keras_shiftadd`.
-- `CXX`: the C++ compiler. Defaults to `c++`, then `g++`, then `clang++`.
+- `CXX`: the C++ compiler, with options if needed. Defaults to `c++`,
+  then `g++`, then `clang++` on the PATH.
 """
 
 import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -46,8 +48,8 @@ class NativeKernelError(RuntimeError):
 
 
 def implementation_setting():
-    """Return the `KERAS_SHIFTADD_ADDER` setting, checked."""
-    value = os.environ.get("KERAS_SHIFTADD_ADDER", "auto").strip().lower()
+    """Return the `KERAS_SHIFTADD_ADDER` setting, checked (empty means auto)."""
+    value = os.environ.get("KERAS_SHIFTADD_ADDER", "").strip().lower() or "auto"
     if value not in IMPLEMENTATIONS:
         raise ValueError(
             "Invalid KERAS_SHIFTADD_ADDER environment variable: expected one "
@@ -68,13 +70,14 @@ def cache_dir():
 
 
 def _compiler():
-    configured = os.environ.get("CXX")
+    """Return the compiler command as a list (CXX may carry options)."""
+    configured = os.environ.get("CXX", "").strip()
     if configured:
-        return configured
+        return shlex.split(configured)
     for name in ("c++", "g++", "clang++"):
         path = shutil.which(name)
         if path:
-            return path
+            return [path]
     raise NativeKernelError(
         "No C++ compiler found (tried c++, g++ and clang++ on PATH). Install "
         "one or set CXX to build the native adder kernels."
@@ -93,31 +96,44 @@ def _cpu_flags():
     return platform.processor()
 
 
-def _build_command(compiler, output):
+def _flags():
     import tensorflow as tf
 
     # -march=native: the library is built on, and for, the machine that
     # runs it, so it may use every vector instruction the CPU has.
-    return (
-        [compiler, "-O3", "-march=native", "-shared", "-fPIC", "-w"]
-        + tf.sysconfig.get_compile_flags()
-        + [SOURCE, "-o", output]
-        + tf.sysconfig.get_link_flags()
+    compile_flags = ["-O3", "-march=native", "-shared", "-fPIC", "-w"]
+    return compile_flags + tf.sysconfig.get_compile_flags(), (
+        tf.sysconfig.get_link_flags()
     )
 
 
-def library_path(compiler=None):
-    """Return the cache path of the library for this source, TensorFlow and CPU."""
+def library_path():
+    """Return the cache path of the library for this source, TensorFlow and CPU.
+
+    The key leaves out the compiler, so a library built ahead of time (for
+    example with `keras-shiftadd build-kernels` in a container build) also
+    loads where no compiler is installed.
+    """
     import tensorflow as tf
 
-    compiler = compiler or _compiler()
+    compile_flags, link_flags = _flags()
     digest = hashlib.sha256()
     with open(SOURCE, "rb") as file:
         digest.update(file.read())
-    for part in (tf.__version__, compiler, _cpu_flags(), platform.machine(),
-                 " ".join(_build_command(compiler, ""))):
+    for part in (tf.__version__, _cpu_flags(), platform.machine(),
+                 " ".join(compile_flags + link_flags)):
         digest.update(part.encode())
     return os.path.join(cache_dir(), f"adder_kernels_{digest.hexdigest()[:16]}.so")
+
+
+def _make_cache_dir(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise NativeKernelError(
+            f"Cannot create the kernel cache directory {directory!r}: {error}. "
+            "Set KERAS_SHIFTADD_CACHE_DIR to a writable directory."
+        ) from error
 
 
 def build(force=False):
@@ -127,46 +143,82 @@ def build(force=False):
         force: Compile even if a cached library exists. Defaults to `False`.
 
     Raises:
-        NativeKernelError: If no compiler is found or compiling fails.
+        NativeKernelError: If no compiler is found, the cache directory is
+            not writable or compiling fails.
     """
-    compiler = _compiler()
-    path = library_path(compiler)
+    path = library_path()
     if os.path.exists(path) and not force:
         return path
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    compiler = _compiler()
+    directory = os.path.dirname(path)
+    _make_cache_dir(directory)
     # Compile into a temporary name and rename, so that a concurrent process
     # or an interrupted build never leaves a half-written library in place.
-    handle, partial = tempfile.mkstemp(suffix=".so.partial", dir=os.path.dirname(path))
+    try:
+        handle, partial = tempfile.mkstemp(suffix=".so.partial", dir=directory)
+    except OSError as error:
+        raise NativeKernelError(
+            f"Cannot write to the kernel cache directory {directory!r}: "
+            f"{error}. Set KERAS_SHIFTADD_CACHE_DIR to a writable directory."
+        ) from error
     os.close(handle)
-    command = _build_command(compiler, partial)
+    compile_flags, link_flags = _flags()
+    command = compiler + compile_flags + [SOURCE, "-o", partial] + link_flags
     logger.info("compiling the native adder kernels (once per machine): %s",
                 " ".join(command))
     try:
-        completed = subprocess.run(command, capture_output=True, text=True,
-                                   timeout=_COMPILE_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        os.unlink(partial)
-        raise NativeKernelError(
-            f"Failed to run the C++ compiler {compiler!r}: {error}"
-        ) from error
-    if completed.returncode != 0:
-        os.unlink(partial)
-        tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
-        raise NativeKernelError(
-            f"Failed to compile {SOURCE} (exit status {completed.returncode}). "
-            f"Compiler output, last lines:\n{tail}"
-        )
-    os.replace(partial, path)
+        try:
+            completed = subprocess.run(command, capture_output=True, text=True,
+                                       timeout=_COMPILE_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise NativeKernelError(
+                f"Failed to run the C++ compiler {' '.join(compiler)!r}: {error}"
+            ) from error
+        if completed.returncode != 0:
+            tail = "\n".join(completed.stderr.strip().splitlines()[-15:])
+            raise NativeKernelError(
+                f"Failed to compile {SOURCE} with {' '.join(compiler)!r} (exit "
+                f"status {completed.returncode}). Compiler output, last "
+                f"lines:\n{tail or '(none)'}"
+            )
+        # mkstemp creates files readable by their owner only; a shared cache
+        # needs the usual permissions of a library.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o755 & ~umask)
+        os.replace(partial, path)
+    finally:
+        # Also on KeyboardInterrupt: never leave the partial file behind.
+        if os.path.exists(partial):
+            os.unlink(partial)
     return path
+
+
+def _load_library():
+    """Build if needed and load the library; rebuild once if it is corrupt."""
+    import tensorflow as tf
+
+    path = build()
+    try:
+        return tf.load_op_library(path)
+    except (OSError, tf.errors.OpError) as error:
+        logger.warning("The cached kernel library %s failed to load (%s); "
+                       "compiling it again.", path, error)
+    try:
+        return tf.load_op_library(build(force=True))
+    except (OSError, tf.errors.OpError) as error:
+        raise NativeKernelError(
+            f"Failed to load the compiled kernels {path}: {error}"
+        ) from error
 
 
 def load(required=False):
     """Return the loaded kernel module, or `None` where it is unavailable.
 
-    Builds the library on the first call of the process (see `build`). A
-    failure is logged once as a warning, with the reason, and remembered for
-    the rest of the process.
+    Builds the library on the first call of the process (see `build`). The
+    outcome is remembered for the rest of the process; a failure is logged
+    once as a warning, with the reason.
 
     Args:
         required: Raise `NativeKernelError` instead of returning `None`.
@@ -176,15 +228,14 @@ def load(required=False):
         if not _state["tried"]:
             _state["tried"] = True
             try:
-                import tensorflow as tf
-
-                _state["library"] = tf.load_op_library(build())
-            except (NativeKernelError, OSError, tf.errors.OpError) as error:
+                _state["library"] = _load_library()
+            except NativeKernelError as error:
                 _state["error"] = str(error)
-                logger.warning(
-                    "Native adder kernels unavailable, using the slower "
-                    "TensorFlow implementation: %s", error,
-                )
+                if not required:
+                    logger.warning(
+                        "Native adder kernels unavailable, using the slower "
+                        "TensorFlow implementation: %s", error,
+                    )
     if _state["library"] is None and required:
         raise NativeKernelError(
             "The native adder kernels were requested but could not be "

@@ -225,8 +225,9 @@ void InputGradTile(const float* patches, int64_t patch_stride,
       const Vec scale = Broadcast(upstream[r * upstream_stride + f]);
       for (int v = 0; v < NV; ++v) {
         Vec t = w[v] - x[r][v];
-        t = t < clip_high ? t : clip_high;
-        t = t > clip_low ? t : clip_low;
+        // Comparisons with NaN are false, so NaN passes through both.
+        t = t > clip_high ? clip_high : t;
+        t = t < clip_low ? clip_low : t;
         acc[r][v] += scale * t;
       }
     }

@@ -263,7 +263,8 @@ def _native_library(implementation, dtype):
             raise ValueError(
                 "The native adder kernels need float32 inputs on a machine "
                 "without a GPU, outside XLA-compiled functions. Pass "
-                "implementation='auto' or 'tensorflow'. Received: "
+                "implementation='auto' or 'tensorflow', or set "
+                "KERAS_SHIFTADD_ADDER=auto. Received: "
                 f"dtype={dtype.name}, GPUs visible: {not on_cpu}, inside "
                 f"XLA: {in_xla}"
             )
@@ -444,6 +445,16 @@ def adder_conv2d(
         )
 
     kernel_height, kernel_width, channels, filters = kernel.shape
+    if padding == "valid":
+        for axis, size in ((1, kernel_height), (2, kernel_width)):
+            length = inputs.shape[axis]
+            if length is not None and length < size:
+                raise ValueError(
+                    "Invalid input shape: the input is smaller than the "
+                    "kernel, so the 'valid' output would be empty. Expected "
+                    f"height >= {kernel_height} and width >= {kernel_width}. "
+                    f"Received: inputs.shape={inputs.shape}"
+                )
     library = _native_library(implementation, inputs.dtype)
     if library is not None:
         outputs = _native_adder_conv2d(
