@@ -82,13 +82,17 @@ MONOTONE_MARGIN = 0.1
 MODES = ("bias", "replace")
 
 # The mode each operator uses: Shift reads W + R(W), Add reads R(W).
-# NOTE: Add with the shipped remap trained worse than without it in a short
-# check (AugAdd, small CNN, 3,000 CIFAR-10 images, 3 epochs, one seed: 21.7%
-# against 29.6% test accuracy; AugShift: 36.6% against 35.4%). A likely
-# cause: for Add, dR/dW is about 0.8 * scale / std(W), 5 to 20 here, so an
-# SGD step on W moves R(W) 25 to 400 times as far as AdderNet's adaptive
-# gradient scaling intends for adder weights.
+# Add's remap passes gradients straight through (dR/dW taken as 1): its
+# exact derivative is about 0.8 * scale / std(W), 5 to 20 for the shipped
+# remap, so an SGD step on W moved R(W) 25 to 400 times as far as AdderNet's
+# adaptive gradient scaling intends. In a short check (AugAdd, small CNN,
+# 3,000 CIFAR-10 images, 3 epochs, seeds 0 and 1) test accuracy was 25.7% and
+# 23.5% with the exact derivative, 29.9% and 33.1% without a remap, and
+# 32.6% and 35.3% with the straight-through one. For Shift the two
+# gradients tied (34.3/36.3% exact, 32.6/36.9% straight-through, 35.4/36.0%
+# without a remap), so Shift keeps the exact derivative.
 OP_MODES = {"shift": "bias", "add": "replace"}
+OP_STRAIGHT_THROUGH = {"shift": False, "add": True}
 
 # Whether each operator's Laplace is relative to the layer's std (see
 # `fit_remap_from_kernels` for why Shift's is and Add's is not).
@@ -228,6 +232,9 @@ class KernelRemap(keras.layers.Layer):
             (and, in "replace" mode, `loc` counts from the kernel mean). With
             `False` they are weight values: `R(W) = loc + scale * L` with
             `L` the standard Laplace quantile. Defaults to `True`.
+        straight_through: Whether gradients pass through the remap as
+            through the identity, instead of through its derivative. The
+            forward output is the same. Defaults to `False`.
 
     Input shape:
         A kernel of any shape, e.g. `(kh, kw, in, out)` or `(in, out)`.
@@ -237,7 +244,7 @@ class KernelRemap(keras.layers.Layer):
     """
 
     def __init__(self, mode="replace", loc=0.0, scale=UNIT_VARIANCE_SCALE,
-                 fc=None, relative=True, **kwargs):
+                 fc=None, relative=True, straight_through=False, **kwargs):
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(
@@ -255,6 +262,7 @@ class KernelRemap(keras.layers.Layer):
         self.loc = loc
         self.scale = scale
         self.relative = bool(relative)
+        self.straight_through = bool(straight_through)
         self.fc = _check_fc(fc if fc is not None else identity_fc(1), self.name)
         self.fc_size = int(self.fc["w1"].shape[0])
         # No variables to create.
@@ -290,9 +298,10 @@ class KernelRemap(keras.layers.Layer):
 
     def call(self, kernel):
         remapped = self.remap(kernel)
-        if self.mode == "bias":
-            return kernel + remapped
-        return remapped
+        outputs = kernel + remapped if self.mode == "bias" else remapped
+        if self.straight_through:
+            return kernel + ops.stop_gradient(outputs - kernel)
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -306,6 +315,7 @@ class KernelRemap(keras.layers.Layer):
                 "scale": self.scale,
                 "fc": {key: value.tolist() for key, value in self.fc.items()},
                 "relative": self.relative,
+                "straight_through": self.straight_through,
             }
         )
         return config
@@ -399,7 +409,7 @@ def resolve_hws(hws, op):
     if isinstance(hws, dict):
         return _check_spec(hws, op)
     raise ValueError(
-        "Invalid `hws`: expected True, False or a remap spec dict (from "
+        "Invalid `hws`: expected 'auto', True, False or a remap spec dict (from "
         f"`keras_shiftadd.hws.fit_remap` or `load_remap`). Received: hws={hws!r}"
     )
 
@@ -412,9 +422,12 @@ def remap_for_kernel(spec, kernel_shape, name=None):
     """
     size = spatial_size(tuple(kernel_shape))
     entry = spec["remaps"].get(str(size), spec["remaps"]["1"])
+    # Specs written before `straight_through` existed get the operator's
+    # default through their mode.
+    straight_through = spec.get("straight_through", spec["mode"] == "replace")
     return KernelRemap(mode=spec["mode"], loc=entry["loc"], scale=entry["scale"],
                        fc=entry["fc"], relative=spec.get("relative", True),
-                       name=name)
+                       straight_through=straight_through, name=name)
 
 
 def numpy_remap(kernel, mode, loc, scale, fc, relative=True):

@@ -92,13 +92,15 @@ class ShiftAddAugModel(keras.Model):
             `callbacks.BlockMutation`. Defaults to none.
         hws: Heterogeneous weight sharing: Shift layers read `W + R(W)` and
             adder layers `R(W)` of the shared weights `W`, with the frozen
-            remap `R` of `keras_shiftadd.hws`. `"auto"` uses the remap
-            shipped for Shift whenever weights are shared
-            (`augmentation=True`) and none for Add and Mult; `True` also
-            uses the shipped Add remap; `False` turns it off (ablations); a
-            remap spec dict (from `hws.fit_remap` or `hws.load_remap`) is
-            used as given, with or without augmentation. Defaults to
-            `"auto"`.
+            remap `R` of `keras_shiftadd.hws` (the Add remap passes
+            gradients straight through). `"auto"` and `True` use the remap
+            shipped for `op` whenever a multiplication-free target shares
+            weights with multiplication (`augmentation=True` and
+            `augmented_op="mult"`; `True` with `augmented_op=op` raises);
+            `False` turns HWS off
+            (ablations); a remap spec dict (from `hws.fit_remap` or
+            `hws.load_remap`) is used as given, with or without
+            augmentation. Defaults to `"auto"`.
         augmented_op: Operator of the channels outside the target:
             `"mult"` (hybrid computation, the method of the paper) or `op`,
             which makes the augmented network multiplication-free too (the
@@ -174,11 +176,7 @@ class ShiftAddAugModel(keras.Model):
         if hws in (True, "auto") and (not augmentation or single_operator):
             hws = False
         if hws == "auto":
-            # NOTE: the shipped Add remap lowered AugAdd accuracy in a short
-            # CIFAR-10 check (21.7% against 29.6% without it), likely because
-            # dR/dW amplifies the adder's scaled gradients 5 to 20 times, so
-            # Add models use it only when asked with hws=True.
-            hws = op == "shift"
+            hws = True
         self.hws_spec = hws_lib.resolve_hws(hws, op)
         self.augmented_op = augmented_op
         self._init_config = {
@@ -389,9 +387,9 @@ def augment(base, op="shift", width_mult=2.0, expand_mult=2.0, alpha=1.0,
         alpha: Weight of the augmented loss. Defaults to `1.0`.
         augmentation: `False` trains the target alone (Base, Shift, Add).
             Defaults to `True`.
-        hws: Heterogeneous weight sharing: `"auto"` (the shipped remap for
-            Shift, none for Add), `True` (the shipped remap for Shift and
-            Add), `False` (none, for ablations) or a remap spec dict; see
+        hws: Heterogeneous weight sharing: `"auto"` (the shipped remap of
+            `op` where weights are shared across operators), `True`,
+            `False` (none, for ablations) or a remap spec dict; see
             `ShiftAddAugModel`. Defaults to `"auto"`.
         **kwargs: Passed to `ShiftAddAugModel`.
 

@@ -277,7 +277,7 @@ def test_hybrid_layer_reads_remapped_target_slice(op, specs):
 def test_augment_hws_default_and_ablation():
     base = small_base()
     shift = augment(base, op="shift")
-    add = augment(base, op="add", hws=True)
+    add = augment(base, op="add")
     layers = shift.hybrid.hybrid_layers
 
     assert layers["head_conv"].remap.mode == "bias"
@@ -288,10 +288,11 @@ def test_augment_hws_default_and_ablation():
     # Add models keep depthwise and dense layers multiplicative: no remap.
     assert add.hybrid.hybrid_layers["ir_dw"].remap is None
     assert add.hybrid.hybrid_layers["classifier"].remap is None
-    # The default leaves Add models without a remap.
-    assert all(getattr(layer, "remap", None) is None
-               for layer in augment(base, op="add").hybrid.hybrid_layers.values())
+    assert add.hybrid.hybrid_layers["head_conv"].remap.straight_through
+    assert not layers["head_conv"].remap.straight_through
     for model in (augment(base, op="shift", hws=False),
+                  augment(base, op="add", hws=False),
+                  augment(base, op="shift", augmented_op="shift"),
                   augment(base, op="mult"),
                   augment(base, op="shift", augmentation=False)):
         assert all(getattr(layer, "remap", None) is None
@@ -421,3 +422,34 @@ def test_fit_remap_command_needs_data(tmp_path):
 
     with pytest.raises(ValueError, match="needs real training data"):
         args.handler(args)
+
+
+@pytest.mark.parametrize("mode", hws.MODES)
+def test_straight_through_keeps_output_and_passes_gradient(mode, specs):
+    op = {"bias": "shift", "replace": "add"}[mode]
+    spec = specs[op]
+    entry = spec["remaps"]["9"]
+    kernel = tf.Variable(
+        np.random.default_rng(3).normal(0, 0.1, (3, 3, 4, 5)).astype("float32")
+    )
+    exact, straight = (
+        hws.KernelRemap(mode=mode, loc=entry["loc"], scale=entry["scale"],
+                        fc=entry["fc"], relative=spec.get("relative", True),
+                        straight_through=flag)
+        for flag in (False, True)
+    )
+    upstream = np.random.default_rng(4).normal(size=kernel.shape)
+
+    with tf.GradientTape(persistent=True) as tape:
+        exact_out = exact(kernel)
+        straight_out = straight(kernel)
+        exact_loss = tf.reduce_sum(exact_out * upstream)
+        straight_loss = tf.reduce_sum(straight_out * upstream)
+
+    np.testing.assert_allclose(straight_out.numpy(), exact_out.numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        tape.gradient(straight_loss, kernel).numpy(), upstream, rtol=1e-6
+    )
+    assert not np.allclose(tape.gradient(exact_loss, kernel).numpy(), upstream)
+    restored = hws.KernelRemap.from_config(straight.get_config())
+    assert restored.straight_through
