@@ -144,8 +144,9 @@ def _add_train_parser(subparsers):
     net.add_argument("--alpha", type=_non_negative, default=1.0,
                      help="weight of the augmented loss (default: 1.0)")
     net.add_argument("--hws", default="auto", choices=["auto", "on", "off"],
-                     help="heterogeneous weight sharing: auto (the shipped "
-                          "remap for Shift, none for Add), on, or off for "
+                     help="heterogeneous weight sharing: auto or on (the "
+                          "shipped remap of --op where the target shares "
+                          "weights with multiplication), or off for "
                           "ablations (default: auto)")
     net.add_argument("--augmented-op", default="mult",
                      choices=["mult", "same"],
@@ -181,8 +182,26 @@ def _add_train_parser(subparsers):
     return parser
 
 
+def _first_missing_ancestor(path):
+    """Return the highest directory of `path` that does not exist, or None."""
+    missing = None
+    while path and not os.path.exists(path):
+        missing = path
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
 def _prepare_output(path, overwrite):
-    """Check the output directory and return a fresh staging directory."""
+    """Check the output directory and return a fresh staging directory.
+
+    Returns:
+        `(staging, created)`: the staging directory, and the highest parent
+        directory this call created (None if it created none), which
+        `_discard` removes again when training fails.
+    """
     if os.path.exists(path):
         if not os.path.isdir(path):
             raise ValueError(f"Output path exists and is not a directory: {path}")
@@ -192,37 +211,68 @@ def _prepare_output(path, overwrite):
                 "--output or pass --overwrite."
             )
     parent = os.path.dirname(os.path.abspath(path))
+    created = _first_missing_ancestor(parent)
     try:
         os.makedirs(parent, exist_ok=True)
-        return tempfile.mkdtemp(prefix=".keras-shiftadd-", dir=parent)
+        return tempfile.mkdtemp(prefix=".keras-shiftadd-", dir=parent), created
     except OSError as error:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise ValueError(
             f"Cannot create the output directory {path}: {error.strerror}. "
             "Choose a writable --output."
         ) from error
 
 
+def _discard(staging, created):
+    """Remove the staging directory and any parent `_prepare_output` made."""
+    shutil.rmtree(created or staging, ignore_errors=True)
+
+
 def _publish(staging, path):
     """Move the finished staging directory to `path`."""
+    # mkdtemp makes a directory only its owner can read; give the result
+    # the permissions of a directory made with mkdir.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
     if os.path.isdir(path):
         shutil.rmtree(path)
     os.replace(staging, path)
+
+
+def _check_train_flags(args):
+    """Reject flag combinations that name nothing to train, by flag name."""
+    if args.augmented_op == "same" and args.op == "mult":
+        raise ValueError(
+            "--augmented-op same needs --op shift or --op add: with --op mult "
+            "every channel multiplies already. Received: --op mult"
+        )
+    if args.augmented_op == "same" and args.hws == "on":
+        raise ValueError(
+            "--hws on cannot be combined with --augmented-op same: every "
+            "channel then uses one operator, so there is no sharing between "
+            "operators to remap. Use --hws auto or --hws off."
+        )
+    if args.augmented_op == "same" and args.mutate:
+        raise ValueError(
+            "--mutate cannot be combined with --augmented-op same: mutation "
+            "starts from multiplicative blocks, which that augmentation does "
+            "not have. Use --augmented-op mult."
+        )
+    if args.hws == "on" and args.op == "mult":
+        raise ValueError(
+            "--hws on needs --op shift or --op add: a multiplicative target "
+            "reads the shared weights as they are. Received: --op mult"
+        )
 
 
 def _run_train(args):
     from keras_shiftadd import data as data_lib
     from keras_shiftadd import training
 
-    dataset = data_lib.load(
-        data=args.data, dataset=args.dataset, limit=args.limit,
-        test_limit=args.test_limit, seed=args.seed, data_dir=args.data_dir,
-    )
-    print(
-        f"Data: {dataset.name}, {len(dataset.x_train)} training and "
-        f"{len(dataset.x_test)} test images of {dataset.image_shape}, "
-        f"{dataset.num_classes} classes"
-    )
-
+    # Settings first, so a bad combination fails before the data loads.
+    _check_train_flags(args)
     base_config = training.TrainConfig(
         model=args.model, op=args.op, augmentation=args.augmentation,
         width_mult=args.width_mult, expand_mult=args.expand_mult,
@@ -246,7 +296,17 @@ def _run_train(args):
     for config in configs:
         training.check_config(config)
 
-    staging = _prepare_output(args.output, args.overwrite)
+    dataset = data_lib.load(
+        data=args.data, dataset=args.dataset, limit=args.limit,
+        test_limit=args.test_limit, seed=args.seed, data_dir=args.data_dir,
+    )
+    print(
+        f"Data: {dataset.name}, {len(dataset.x_train)} training and "
+        f"{len(dataset.x_test)} test images of {dataset.image_shape}, "
+        f"{dataset.num_classes} classes"
+    )
+
+    staging, created = _prepare_output(args.output, args.overwrite)
     try:
         results = []
         for config in configs:
@@ -260,7 +320,7 @@ def _run_train(args):
             json.dump(results, file, indent=2)
         _publish(staging, args.output)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard(staging, created)
         raise
 
     print()

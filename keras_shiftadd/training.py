@@ -219,6 +219,11 @@ def train(dataset, config, output_dir=None):
         augmented_op=config.augmented_op,
     )
     method = method_name(config.op, config.augmentation)
+    # Name the ablation variants, so their rows differ from the method's.
+    if model.augmented_op != "mult" and config.op != "mult" and config.augmentation:
+        method += f" (all {config.op})"
+    elif config.hws is False and config.op != "mult" and config.augmentation:
+        method += " (no HWS)"
 
     augmentation = data_lib.default_augmentation(dataset)
     train_data = data_lib.make_pipeline(
@@ -274,6 +279,7 @@ def train(dataset, config, output_dir=None):
         "test_loss": float(test_loss),
         "train_accuracy": float(history.history["accuracy"][-1]),
         "params": int(target.count_params()),
+        "hws_used": model.hws_spec is not None,
         "epoch_time_s": float(statistics.median(timer.times)),
         "epoch_times_s": [float(t) for t in timer.times],
         "train_images": int(len(dataset.x_train)),

@@ -204,3 +204,25 @@ def test_train_with_hws_off_and_single_operator(tmp_path, capsys):
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["config"]["hws"] is False
     assert metrics["config"]["augmented_op"] == "shift"
+    assert metrics["method"] == "AugShift (all shift)"
+    assert metrics["hws_used"] is False
+    assert output.stat().st_mode & 0o077 != 0
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--op", "mult", "--augmented-op", "same"], "--augmented-op same needs"),
+        (["--augmented-op", "same", "--hws", "on"], "--hws on cannot"),
+        (["--augmented-op", "same", "--mutate"], "--mutate cannot"),
+        (["--op", "mult", "--hws", "on"], "--hws on needs"),
+    ],
+)
+def test_conflicting_ablation_flags_leave_no_output(tmp_path, capsys, flags, fragment):
+    output = tmp_path / "new-parent" / "run"
+
+    status = cli.main(["train", "--epochs", "1", "--output", str(output), *flags])
+
+    assert status == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "new-parent").exists()
