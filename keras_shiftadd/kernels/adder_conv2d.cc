@@ -483,8 +483,28 @@ REGISTER_OP("KerasShiftaddAdderConv2D")
       ::tensorflow::shape_inference::ShapeHandle input, kernel;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &kernel));
-      c->set_output(0, c->MakeShape({c->Dim(input, 0), c->UnknownDim(),
-                                     c->UnknownDim(), c->Dim(kernel, 3)}));
+      std::vector<int32_t> strides;
+      std::string padding;
+      TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+      if (strides.size() != 2 || strides[0] < 1 || strides[1] < 1) {
+        return InvalidArgument("strides must be 2 positive values");
+      }
+      // Output height and width where the input and kernel sizes are known.
+      ::tensorflow::shape_inference::DimensionHandle spatial[2];
+      for (int axis = 0; axis < 2; ++axis) {
+        auto length = c->Dim(input, axis + 1);
+        auto size = c->Dim(kernel, axis);
+        if (c->ValueKnown(length) && c->ValueKnown(size)) {
+          spatial[axis] = c->MakeDim(OutputLength(
+              c->Value(length), c->Value(size), strides[axis],
+              padding == "SAME"));
+        } else {
+          spatial[axis] = c->UnknownDim();
+        }
+      }
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), spatial[0], spatial[1],
+                                     c->Dim(kernel, 3)}));
       return ::tensorflow::OkStatus();
     });
 
