@@ -373,6 +373,8 @@ def _run_build_kernels(args):
 
     from keras_shiftadd import kernels
 
+    # A bad KERAS_SHIFTADD_ADDER would make the layers fail later; say so now.
+    kernels.implementation_setting()
     start = time.perf_counter()
     try:
         path = kernels.build(force=args.force)

@@ -300,7 +300,9 @@ class KernelRemap(keras.layers.Layer):
         remapped = self.remap(kernel)
         outputs = kernel + remapped if self.mode == "bias" else remapped
         if self.straight_through:
-            return kernel + ops.stop_gradient(outputs - kernel)
+            # kernel - stop_gradient(kernel) is exactly zero, so the output
+            # equals the remap bit for bit, and its derivative is 1.
+            return ops.stop_gradient(outputs) + (kernel - ops.stop_gradient(kernel))
         return outputs
 
     def compute_output_shape(self, input_shape):

@@ -731,6 +731,17 @@ def test_cached_library_is_rebuilt_shared_and_used_without_compiler(tmp_path):
     assert without_compiler.returncode == 0, without_compiler.stderr
     assert without_compiler.stdout.splitlines()[-1].split() == ["-360.0", path]
 
+    # A library cut short (loading one can end the process with SIGBUS)
+    # is detected and compiled again.
+    with open(path, "rb") as file:
+        head = file.read(40000)
+    with open(path, "wb") as file:
+        file.write(head)
+    after_truncation = run_python(code, **env)
+
+    assert after_truncation.returncode == 0, after_truncation.stderr
+    assert after_truncation.stdout.splitlines()[-1].split() == ["-360.0", path]
+
 
 def test_invalid_implementation_argument_raises():
     x, kernel, _ = make_conv_case(CONV_CASES[0])

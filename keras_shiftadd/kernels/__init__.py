@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,68 @@ def library_path():
     return os.path.join(cache_dir(), f"adder_kernels_{digest.hexdigest()[:16]}.so")
 
 
+def _is_complete_library(path):
+    """Return False for an ELF file cut short, as a crash during a copy leaves.
+
+    Loading a truncated shared library can kill the process with SIGBUS, so
+    the section header table, which linkers write at the end of the file,
+    must lie within it. Files in other formats pass unchecked.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(64)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if header[:4] != b"\x7fELF":
+        return platform.system() != "Linux"
+    if len(header) < 64:
+        return False
+    order = "little" if header[5] == 1 else "big"
+    if header[4] == 2:  # 64-bit
+        offset = int.from_bytes(header[0x28:0x30], order)
+        entry_size = int.from_bytes(header[0x3A:0x3C], order)
+        entries = int.from_bytes(header[0x3C:0x3E], order)
+    else:
+        offset = int.from_bytes(header[0x20:0x24], order)
+        entry_size = int.from_bytes(header[0x2E:0x30], order)
+        entries = int.from_bytes(header[0x30:0x32], order)
+    return 0 < offset and offset + entry_size * entries <= size
+
+
+def _current_umask():
+    """Return the process umask without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # Elsewhere, set and restore it (briefly visible to other threads).
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _remove_stale_partials(directory):
+    """Delete partial files of builds that ended without cleaning up.
+
+    A build killed by a signal Python cannot catch leaves its partial file.
+    Files older than the compile timeout cannot belong to a running build.
+    """
+    now = time.time()
+    for name in os.listdir(directory):
+        if not name.endswith(".so.partial"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if now - os.path.getmtime(path) > _COMPILE_TIMEOUT_S:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
 def _make_cache_dir(directory):
     try:
         os.makedirs(directory, exist_ok=True)
@@ -147,12 +210,13 @@ def build(force=False):
             not writable or compiling fails.
     """
     path = library_path()
-    if os.path.exists(path) and not force:
+    if os.path.exists(path) and not force and _is_complete_library(path):
         return path
 
     compiler = _compiler()
     directory = os.path.dirname(path)
     _make_cache_dir(directory)
+    _remove_stale_partials(directory)
     # Compile into a temporary name and rename, so that a concurrent process
     # or an interrupted build never leaves a half-written library in place.
     try:
@@ -164,7 +228,9 @@ def build(force=False):
         ) from error
     os.close(handle)
     compile_flags, link_flags = _flags()
-    command = compiler + compile_flags + [SOURCE, "-o", partial] + link_flags
+    # Options given in CXX come after ours, so that they take precedence.
+    command = (compiler[:1] + compile_flags + compiler[1:]
+               + [SOURCE, "-o", partial] + link_flags)
     logger.info("compiling the native adder kernels (once per machine): %s",
                 " ".join(command))
     try:
@@ -184,9 +250,7 @@ def build(force=False):
             )
         # mkstemp creates files readable by their owner only; a shared cache
         # needs the usual permissions of a library.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o755 & ~umask)
+        os.chmod(partial, 0o755 & ~_current_umask())
         os.replace(partial, path)
     finally:
         # Also on KeyboardInterrupt: never leave the partial file behind.

@@ -330,6 +330,13 @@ class AdderConv2DOp : public AdderConvBase {
     CheckShapes(context, input, kernel);
     if (!context->status().ok()) return;
     const Geometry g = MakeGeometry(input, kernel, strides_, same_);
+    OP_REQUIRES(context,
+                same_ || (g.height >= g.kernel_height &&
+                          g.width >= g.kernel_width),
+                InvalidArgument("the input is smaller than the kernel, so the "
+                                "'valid' output would be empty: input ",
+                                g.height, "x", g.width, ", kernel ",
+                                g.kernel_height, "x", g.kernel_width));
 
     Tensor* output = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(
