@@ -27,7 +27,7 @@ def parse_args():
     parser.add_argument("--model", default="small-cnn",
                         choices=["small-cnn", "mobilenetv2-w0.35"],
                         help="backbone (default: %(default)s)")
-    parser.add_argument("--methods", default="base,netaug,shift,augshift",
+    parser.add_argument("--methods", default="base,netaug,shift,augshift,add,augadd",
                         help="comma-separated methods out of "
                              f"{','.join(METHODS)} (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=10000,
