@@ -1,14 +1,17 @@
 """Ablation of hybrid augmentation and weight sharing (the paper's Table 6).
 
-Trains the five rows of Table 6 of the ShiftAddAug paper on CIFAR-10 with
-one backbone, the same data subset, seed, epochs and recipe, in one process:
+Trains the five rows of Table 6 of the ShiftAddAug paper, and one variant,
+on CIFAR-10 with one backbone, the same data subset, seed, epochs and
+recipe, in one process:
 
 - Mult baseline: the multiplicative network alone;
 - Shift: the Shift network alone;
 - Aug. with Shift: augmented, with Shift on the augmented channels too;
 - Aug. hybrid, no HWS: augmented with multiplication, weights shared as is;
 - Aug. hybrid + HWS: the same with heterogeneous weight sharing (the
-  shipped Shift remap).
+  shipped Shift remap);
+- Aug. hybrid + HWS, straight-through: the same remap with its gradient
+  passed straight through, as the Add remap does (not a row of the paper).
 
 It prints target test accuracy per row and writes the results as JSON after
 every row, so an interrupted run continues where it stopped when started
@@ -29,9 +32,10 @@ import time
 import keras
 import tensorflow as tf
 
-from keras_shiftadd import data, training, zoo
+from keras_shiftadd import data, hws, training, zoo
 
-# (row label, TrainConfig settings): the rows of Table 6 for a Shift target.
+# (row label, TrainConfig settings): the rows of Table 6 for a Shift target,
+# then one variant of the last row.
 ROWS = [
     ("Mult baseline", {"op": "mult", "augmentation": False}),
     ("Shift", {"op": "shift", "augmentation": False}),
@@ -41,6 +45,9 @@ ROWS = [
                              "hws": False}),
     ("Aug. hybrid + HWS", {"op": "shift", "augmentation": True,
                            "hws": True}),
+    ("Aug. hybrid + HWS, straight-through", {
+        "op": "shift", "augmentation": True,
+        "hws": {**hws.load_remap("shift"), "straight_through": True}}),
 ]
 
 
@@ -66,7 +73,7 @@ def parse_args():
                              "(default: %(default)s)")
     parser.add_argument("--rows", default=None,
                         help="comma-separated row numbers to run, from 1 "
-                             "(default: all five)")
+                             "(default: all six)")
     parser.add_argument("--json", metavar="PATH",
                         help="write the results here after every row; rows "
                              "already in the file are not trained again")
