@@ -260,6 +260,17 @@ def _check_train_flags(args):
             "starts from multiplicative blocks, which that augmentation does "
             "not have. Use --augmented-op mult."
         )
+    if args.mutate and args.op == "mult":
+        raise ValueError(
+            "--mutate needs --op shift or --op add: mutation turns "
+            "multiplicative blocks into the target's operator. Received: "
+            "--op mult"
+        )
+    if args.hws == "on" and not args.augmentation and not args.compare:
+        raise ValueError(
+            "--hws on needs augmentation: without it the target shares no "
+            "weights. Drop --no-augmentation or use --hws auto."
+        )
     if args.hws == "on" and args.op == "mult":
         raise ValueError(
             "--hws on needs --op shift or --op add: a multiplicative target "

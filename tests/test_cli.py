@@ -216,6 +216,8 @@ def test_train_with_hws_off_and_single_operator(tmp_path, capsys):
         (["--augmented-op", "same", "--hws", "on"], "--hws on cannot"),
         (["--augmented-op", "same", "--mutate"], "--mutate cannot"),
         (["--op", "mult", "--hws", "on"], "--hws on needs"),
+        (["--op", "mult", "--mutate"], "--mutate needs"),
+        (["--no-augmentation", "--hws", "on"], "--hws on needs augmentation"),
     ],
 )
 def test_conflicting_ablation_flags_leave_no_output(tmp_path, capsys, flags, fragment):
