@@ -384,7 +384,8 @@ def _run_build_kernels(args):
 
     from keras_shiftadd import kernels
 
-    # A bad KERAS_SHIFTADD_ADDER would make the layers fail later; say so now.
+    # A bad KERAS_SHIFTADD_ADDER would make the layers fail later, so check
+    # it here.
     kernels.implementation_setting()
     start = time.perf_counter()
     try:

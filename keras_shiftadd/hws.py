@@ -82,7 +82,7 @@ MONOTONE_MARGIN = 0.1
 MODES = ("bias", "replace")
 
 # The mode each operator uses: Shift reads W + R(W), Add reads R(W).
-# Add's remap passes gradients straight through (dR/dW taken as 1): its
+# Add's remap passes gradients straight through (dR/dW taken as 1). Its
 # exact derivative is about 0.8 * scale / std(W), 5 to 20 for the shipped
 # remap, so an SGD step on W moved R(W) 25 to 400 times as far as AdderNet's
 # adaptive gradient scaling intends. In a short check (AugAdd, small CNN,

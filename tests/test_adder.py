@@ -699,7 +699,7 @@ def test_nan_input_gives_nan_gradient(implementation):
     assert np.isnan(np.asarray(grad_kernel)).any()
 
 
-def test_cached_library_is_rebuilt_shared_and_used_without_compiler(tmp_path):
+def test_kernel_cache_recovery_and_reuse(tmp_path):
     cache = tmp_path / "cache"
     env = {"KERAS_SHIFTADD_CACHE_DIR": str(cache), "KERAS_SHIFTADD_ADDER": "native"}
     code = """

@@ -1,13 +1,14 @@
 """Native CPU kernels of the adder convolution, compiled on first use.
 
-`adder_conv2d.cc` holds two TensorFlow operations, the adder convolution and
-its HardTanh input gradient, written as register-blocked SIMD loops over
-small blocks of windows. The first call of `load()` compiles the file with
-the C++ compiler of the machine against the installed TensorFlow's headers
-(about 8 seconds) and caches the library, keyed by the source, the
-TensorFlow version, the compiler and the CPU, so later processes load it at
-once. Where no compiler works, `load()` returns `None` and the adder layers
-fall back to their pure TensorFlow implementation.
+`adder_conv2d.cc` contains two TensorFlow operations, the adder convolution
+and its HardTanh input gradient, written as register-blocked SIMD loops
+over small blocks of windows. The first call of `load()` compiles the file
+with the machine's C++ compiler against the installed TensorFlow's headers
+(about 8 seconds). It caches the library, keyed by the source, the
+TensorFlow version and the CPU, so later processes load it at once, even
+without a compiler. Where the library can neither be found nor built,
+`load()` returns `None` and the adder layers fall back to their pure
+TensorFlow implementation.
 
 Environment variables:
 
@@ -157,7 +158,7 @@ def _is_complete_library(path):
 
 
 def _current_umask():
-    """Return the process umask without changing it where Linux tells it."""
+    """Return the process umask, read from /proc on Linux without changing it."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
